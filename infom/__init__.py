@@ -1,0 +1,58 @@
+"""infom: Intention-Conditioned Flow Occupancy Models as pure JAX functions on Equinox pytrees.
+
+Shapes and dtypes of every public function are checked at trace time (jaxtyping +
+beartype); the checks cost nothing inside `jax.jit`.
+"""
+
+import importlib.metadata
+
+from jaxtyping import install_import_hook
+
+
+with install_import_hook("infom", "beartype.beartype"):
+    from ._config import NetworkConfig as NetworkConfig
+    from ._losses import (
+        ActorAux as ActorAux,
+        FlowLossAux as FlowLossAux,
+        Intention as Intention,
+        RegressionAux as RegressionAux,
+        actor_loss as actor_loss,
+        bc_loss as bc_loss,
+        critic_values as critic_values,
+        ema_update as ema_update,
+        encode as encode,
+        expectile_distill as expectile_distill,
+        expectile_loss as expectile_loss,
+        frozen as frozen,
+        gaussian_log_prob as gaussian_log_prob,
+        kl_to_prior as kl_to_prior,
+        min_q as min_q,
+        reset_target as reset_target,
+        reward_loss as reward_loss,
+        sarsa_flow_loss as sarsa_flow_loss,
+    )
+    from ._networks import (
+        MLP as MLP,
+        AbstractVectorField as AbstractVectorField,
+        Actor as Actor,
+        Critic as Critic,
+        IntentionEncoder as IntentionEncoder,
+        Models as Models,
+        RewardModel as RewardModel,
+        VectorField as VectorField,
+        init_models as init_models,
+    )
+    from ._sampling import (
+        ClipToBox as ClipToBox,
+        field_conditioning as field_conditioning,
+        mc_q as mc_q,
+        sample_future as sample_future,
+        solve_flow as solve_flow,
+        standard_gpi as standard_gpi,
+    )
+    from ._types import Batch as Batch
+
+try:
+    __version__ = importlib.metadata.version("infom")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"

@@ -1,0 +1,296 @@
+"""Sampling from the flow occupancy model (a diffrax ODE solve) and Monte-Carlo Q."""
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray, Scalar, ScalarLike
+
+from ._networks import AbstractVectorField
+
+
+class ClipToBox(diffrax.AbstractWrappedSolver):
+    """Wraps a diffrax solver and clips the state into `[lower, upper]` after every step.
+
+    This is the reference implementation's projection of generated futures onto the range
+    of the (normalised) dataset, applied after each Euler step. Because a clipped state
+    invalidates "first same as last" caches, the wrapped solver is told that every step
+    follows a jump (so FSAL solvers such as `Tsit5` re-evaluate the field at the start of
+    each step). Dense output between steps is the wrapped solver's unclipped interpolant.
+    """
+
+    solver: diffrax.AbstractSolver
+    lower: Float[Array, "*#batch obs_dim"]
+    upper: Float[Array, "*#batch obs_dim"]
+
+    @property
+    def term_structure(self):
+        return self.solver.term_structure
+
+    @property
+    def interpolation_cls(self):  # pyright: ignore
+        return self.solver.interpolation_cls
+
+    @property
+    def term_compatible_contr_kwargs(self):
+        return self.solver.term_compatible_contr_kwargs
+
+    def order(self, terms):
+        return self.solver.order(terms)
+
+    def strong_order(self, terms):
+        return self.solver.strong_order(terms)
+
+    def error_order(self, terms):
+        return self.solver.error_order(terms)
+
+    def init(self, terms, t0, t1, y0, args):
+        return self.solver.init(terms, t0, t1, y0, args)
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del made_jump
+        y1, y_error, dense_info, solver_state, result = self.solver.step(
+            terms, t0, t1, y0, args, solver_state, True
+        )
+        y1 = jnp.clip(y1, self.lower, self.upper)
+        if isinstance(dense_info, dict) and "y1" in dense_info:
+            dense_info = {**dense_info, "y1": y1}
+        return y1, y_error, dense_info, solver_state, result
+
+    def func(self, terms, t0, y0, args):
+        return self.solver.func(terms, t0, y0, args)
+
+
+def _flat_vmap(fn: Callable, lead: tuple[int, ...], *arrays: Array) -> Array:
+    """Applies a per-example `fn` to arrays broadcast to the leading shape `lead`."""
+    size = math.prod(lead)
+    flat = [jnp.broadcast_to(x, lead + x.shape[-1:]).reshape(size, x.shape[-1]) for x in arrays]
+    out = jax.vmap(fn)(*flat)
+    return out.reshape(lead + out.shape[1:])
+
+
+def _velocity_term(t: Scalar, y: Array, args: tuple[AbstractVectorField, Array]) -> Array:
+    field, conditioning = args
+    return jax.vmap(field.velocity, in_axes=(None, 0, 0))(t, y, conditioning)
+
+
+def _leading_shape(*arrays: Array) -> tuple[int, ...]:
+    return jnp.broadcast_shapes(*(x.shape[:-1] for x in arrays))
+
+
+def field_conditioning(
+    field: AbstractVectorField,
+    observations: Float[Array, "*#batch obs_dim"],
+    actions: Float[Array, "*#batch action_dim"],
+    intentions: Float[Array, "*#batch latent_dim"],
+) -> Float[Array, "*batch cond_dim"]:
+    """`field.condition(s, a, z)` for broadcastable batches of `(s, a, z)`.
+
+    Computing this once and passing it to [`solve_flow`][] via `conditioning=` reuses the
+    first layer's conditioning part across calls (for example between the occupancy loss
+    and the critic's futures of the same batch).
+    """
+    lead = _leading_shape(observations, actions, intentions)
+    return _flat_vmap(field.condition, lead, observations, actions, intentions)
+
+
+def solve_flow(
+    field: AbstractVectorField,
+    noise: Float[Array, "*#batch obs_dim"],
+    observations: Float[Array, "*#batch obs_dim"] | None = None,
+    actions: Float[Array, "*#batch action_dim"] | None = None,
+    intentions: Float[Array, "*#batch latent_dim"] | None = None,
+    *,
+    conditioning: Float[Array, "*#batch cond_dim"] | None = None,
+    num_steps: int = 10,
+    solver: diffrax.AbstractSolver | None = None,
+    stepsize_controller: diffrax.AbstractStepSizeController | None = None,
+    clip: tuple[Float[Array, " obs_dim"], Float[Array, " obs_dim"]] | None = None,
+    max_steps: int | None = None,
+    throw: bool = True,
+) -> Float[Array, "*batch obs_dim"]:
+    """Transports noise to future states along the flow ODE, deterministically.
+
+    Solves `dx/dt = v(t, x, s, a, z)` from `x(0) = noise` to `t = 1` with diffrax and returns
+    `x(1)`. By default this is the explicit Euler method on the uniform grid
+    `t_k = k / num_steps`, `x_{k+1} = x_k + v(t_k, x_k, s, a, z) / num_steps`, the reference
+    implementation's sampler. The conditioning part of the field's first layer,
+    `field.condition(s, a, z)`, is computed once per distinct `(s, a, z)` (before the
+    solve) and reused by every step and every noise sample that shares it.
+
+    All leading axes broadcast against each other (NumPy rules), so one call can draw
+    `[num_intentions, num_futures, batch]` futures from `z` of shape
+    `[num_intentions, 1, batch, latent_dim]` and `s` of shape `[batch, obs_dim]`.
+
+    **Arguments:**
+
+    - `field`: the vector field (for example [`VectorField`][]).
+    - `noise`: the initial points `x(0)`, usually standard normal.
+    - `observations`, `actions`, `intentions`: the conditioning `(s, a, z)`. Omit them
+      and pass `conditioning=` instead to reuse a precomputed
+      [`field_conditioning`][]`(field, s, a, z)`.
+    - `num_steps`: number of steps on the uniform grid (ignored if `stepsize_controller`
+      is given).
+    - `solver`: any diffrax ODE solver; `diffrax.Euler()` by default.
+    - `stepsize_controller`: a diffrax step-size controller; by default
+      `diffrax.StepTo(linspace(0, 1, num_steps + 1))`. Pass e.g.
+      `diffrax.PIDController(rtol, atol)` with an adaptive solver, and `max_steps`.
+    - `clip`: optional `(lower, upper)` bounds; the state is clipped into them after every
+      step (see [`ClipToBox`][]).
+    - `max_steps`: diffrax's step budget; `num_steps` by default for the uniform grid.
+    - `throw`: whether a failed solve raises (diffrax semantics).
+
+    **Returns:** `x(1)`, with the broadcast leading shape.
+
+    !!! Example
+
+        ```python
+        futures = infom.solve_flow(field, jr.normal(key, (16, 256, obs_dim)), s, a, z)
+        ```
+    """
+    if conditioning is None:
+        if observations is None or actions is None or intentions is None:
+            raise ValueError(
+                "solve_flow needs either `observations`, `actions` and `intentions`, or `conditioning`"
+            )
+        conditioning = field_conditioning(field, observations, actions, intentions)
+    elif observations is not None or actions is not None or intentions is not None:
+        raise ValueError("solve_flow takes either (observations, actions, intentions) or `conditioning`")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
+
+    lead = _leading_shape(noise, conditioning)
+    size = math.prod(lead)
+    x0 = jnp.broadcast_to(noise, lead + noise.shape[-1:]).reshape(size, noise.shape[-1])
+    cond = jnp.broadcast_to(conditioning, lead + conditioning.shape[-1:]).reshape(
+        size, conditioning.shape[-1]
+    )
+
+    if solver is None:
+        solver = diffrax.Euler()
+    if clip is not None:
+        lower, upper = clip
+        solver = ClipToBox(solver, lower, upper)
+    if stepsize_controller is None:
+        stepsize_controller = diffrax.StepTo(ts=jnp.linspace(0.0, 1.0, num_steps + 1))
+        dt0 = None
+        if max_steps is None:
+            max_steps = num_steps
+    else:
+        dt0 = 1.0 / num_steps
+        if max_steps is None:
+            max_steps = 4096
+    solution = diffrax.diffeqsolve(
+        diffrax.ODETerm(_velocity_term),
+        solver,
+        t0=0.0,
+        t1=1.0,
+        dt0=dt0,
+        y0=x0,
+        args=(field, cond),
+        saveat=diffrax.SaveAt(t1=True),
+        stepsize_controller=stepsize_controller,
+        max_steps=max_steps,
+        throw=throw,
+    )
+    assert solution.ys is not None
+    return solution.ys[-1].reshape(lead + noise.shape[-1:])
+
+
+def sample_future(
+    field: AbstractVectorField,
+    observations: Float[Array, "*#batch obs_dim"],
+    actions: Float[Array, "*#batch action_dim"],
+    intentions: Float[Array, "*#batch latent_dim"],
+    *,
+    key: PRNGKeyArray,
+    shape: tuple[int, ...] | None = None,
+    **solve_kwargs: Any,
+) -> Float[Array, "*sample obs_dim"]:
+    """Draws future states `s_f ~ q(s_f | s, a, z)` from the flow occupancy model.
+
+    Draws `x_0 ~ N(0, I)` and returns [`solve_flow`][]`(field, x_0, s, a, z)`: the
+    solution at `t = 1` of `dx/dt = v(t, x, s, a, z)`, 10 Euler steps by default.
+
+    **Arguments:**
+
+    - `field`: the (online or target) vector field.
+    - `observations`, `actions`, `intentions`: the conditioning, with broadcastable leading
+      axes.
+    - `key`: PRNG key for the noise `x_0`.
+    - `shape`: leading shape of the samples; must broadcast with the conditioning's leading
+      shape (right-aligned). Default: the conditioning's broadcast leading shape (one
+      future per conditioning input). For `N` futures per state of a batch, use
+      `shape=(N, batch)`; for `K` intentions `z` of shape `[K, 1, batch, latent_dim]`,
+      `shape=(K, N, batch)`.
+    - `**solve_kwargs`: `num_steps`, `solver`, `stepsize_controller`, `clip`, `max_steps`,
+      `throw`, passed to [`solve_flow`][].
+
+    **Returns:** samples of shape `[*shape, obs_dim]`.
+
+    !!! Example
+
+        ```python
+        futures = infom.sample_future(field, s, a, z, key=key, shape=(16, s.shape[0]))
+        q_hat = infom.mc_q(reward_model, futures, gamma=0.99)  # shape [batch]
+        ```
+    """
+    lead = _leading_shape(observations, actions, intentions)
+    if shape is None:
+        shape = lead
+    else:
+        shape = tuple(shape)
+        try:
+            broadcast = jnp.broadcast_shapes(shape, lead)
+        except ValueError as error:
+            raise ValueError(
+                f"sample_future: `shape` {shape} does not broadcast with the conditioning's "
+                f"leading shape {lead}"
+            ) from error
+        if broadcast != shape:
+            raise ValueError(
+                f"sample_future: `shape` {shape} must contain the conditioning's leading shape "
+                f"{lead} (broadcast gives {broadcast})"
+            )
+    noise = jr.normal(key, shape + observations.shape[-1:], dtype=observations.dtype)
+    return solve_flow(field, noise, observations, actions, intentions, **solve_kwargs)
+
+
+def mc_q(
+    reward_fn: Callable[[Float[Array, " obs_dim"]], Scalar],
+    futures: Float[Array, "*intentions num_futures batch obs_dim"],
+    *,
+    gamma: ScalarLike,
+) -> Float[Array, "*intentions batch"]:
+    """Monte-Carlo Q from sampled futures: `Q_hat(s, a, z) = 1/(1 - gamma) * mean_i r(s_f^i)`.
+
+    Because `q(s_f | s, a, z)` is the discounted occupancy
+    `(1 - gamma) sum_k gamma^k p(s_k = s_f | s, a, z)`, the expected reward under it times
+    `1 / (1 - gamma)` is `Q(s, a, z) = sum_k gamma^k E[r(s_k)]` for rewards `r(s)`.
+
+    **Arguments:**
+
+    - `reward_fn`: a per-state reward, e.g. a [`RewardModel`][].
+    - `futures`: samples `s_f^i` laid out `[*intentions, num_futures, batch, obs_dim]`, as
+      returned by [`sample_future`][] with `shape=(*intentions, num_futures, batch)`.
+    - `gamma`: the discount used to train the occupancy model.
+
+    **Returns:** `Q_hat` of shape `[*intentions, batch]`.
+    """
+    lead = futures.shape[:-1]
+    rewards = _flat_vmap(reward_fn, lead, futures)
+    return jnp.mean(rewards, axis=-2) / (1.0 - gamma)
+
+
+def standard_gpi(q_values: Float[Array, "num_intentions *batch"]) -> Float[Array, "*batch"]:
+    """Standard generalised policy improvement: `Q(s, a) = max_k Q_hat(s, a, z_k)`.
+
+    This is the paper's "standard GPI" ablation over a finite set of intentions; the
+    default method replaces it by [`expectile_distill`][].
+    """
+    return jnp.max(q_values, axis=0)
+

@@ -1,0 +1,50 @@
+"""Shared test configuration: strict JAX numerics, hypothesis profiles, small helpers."""
+
+import os
+
+import equinox as eqx
+import hypothesis
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import pytest
+
+
+jax.config.update("jax_numpy_dtype_promotion", "strict")
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# JAX compiles on the first example of every property test, which trips hypothesis's
+# default deadline; shapes are kept fixed so there are few recompiles.
+hypothesis.settings.register_profile(
+    "dev", deadline=None, max_examples=10, print_blob=True,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
+hypothesis.settings.register_profile(
+    "ci", deadline=None, max_examples=10, derandomize=True, print_blob=True,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
+hypothesis.settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture
+def getkey():
+    """Returns a function that yields a fresh PRNG key on every call."""
+    state = {"key": jr.key(0)}
+
+    def _getkey():
+        state["key"], sub = jr.split(state["key"])
+        return sub
+
+    return _getkey
+
+
+def tree_allclose(x, y, *, rtol=1e-5, atol=1e-6) -> bool:
+    """Whether two pytrees have the same structure and allclose array leaves."""
+    x_arrays, x_static = eqx.partition(x, eqx.is_array)
+    y_arrays, y_static = eqx.partition(y, eqx.is_array)
+    if jax.tree.structure(x_arrays) != jax.tree.structure(y_arrays):
+        return False
+    leaves = zip(jax.tree.leaves(x_arrays), jax.tree.leaves(y_arrays), strict=True)
+    return all(
+        a.shape == b.shape and bool(jnp.allclose(a, b, rtol=rtol, atol=atol)) for a, b in leaves
+    )
