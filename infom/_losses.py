@@ -285,7 +285,7 @@ def expectile_distill(
     """
     q = critic_values(critic, observations, actions)  # [batch, heads]
     q_targets = jax.lax.stop_gradient(q_targets)
-    diff = q_targets[..., None] - q  # [*intentions, batch, heads]
+    diff = q_targets[..., None] - jnp.broadcast_to(q, q_targets.shape + q.shape[-1:])  # [*z, batch, heads]
     loss = jnp.mean(expectile_loss(diff, expectile))
     return loss, RegressionAux(jnp.mean(q), jnp.mean(q_targets))
 

@@ -56,7 +56,7 @@ class ClipToBox(diffrax.AbstractWrappedSolver):
         y1, y_error, dense_info, solver_state, result = self.solver.step(
             terms, t0, t1, y0, args, solver_state, True
         )
-        y1 = jnp.clip(y1, self.lower, self.upper)
+        y1 = jnp.clip(y1, jnp.broadcast_to(self.lower, y1.shape), jnp.broadcast_to(self.upper, y1.shape))
         if isinstance(dense_info, dict) and "y1" in dense_info:
             dense_info = {**dense_info, "y1": y1}
         return y1, y_error, dense_info, solver_state, result

@@ -1,0 +1,164 @@
+"""Properties of the flow ODE sampler: `solve_flow` / `sample_future`."""
+
+import diffrax
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from _fields import ConstantField, GaussianField
+
+import infom
+
+
+OBS, ACT, LATENT, BATCH = 3, 2, 4, 5
+
+
+@pytest.fixture(scope="module")
+def field():
+    config = infom.NetworkConfig(hidden_dims=(16, 16), latent_dim=LATENT)
+    return infom.init_models(OBS, ACT, config, key=jr.key(0)).field
+
+
+def _inputs(key, lead=(BATCH,)):
+    ks, ka, kz, kx = jr.split(key, 4)
+    return (
+        jr.normal(ks, lead + (OBS,)),
+        jr.normal(ka, lead + (ACT,)),
+        jr.normal(kz, lead + (LATENT,)),
+        jr.normal(kx, lead + (OBS,)),
+    )
+
+
+def _euler_oracle(field, x0, s, a, z, num_steps, clip=None):
+    """A hand-written Euler loop (`lax.scan`) on the same uniform grid as `solve_flow`."""
+    ts = jnp.linspace(0.0, 1.0, num_steps + 1)
+    v = jax.vmap(field, in_axes=(None, 0, 0, 0, 0))
+
+    def step(x, k):
+        x = x + v(ts[k], x, s, a, z) * (ts[k + 1] - ts[k])
+        if clip is not None:
+            x = jnp.clip(x, clip[0][None], clip[1][None])
+        return x, None
+
+    return jax.lax.scan(step, x0, jnp.arange(num_steps))[0]
+
+
+@hypothesis.given(c=st.lists(st.floats(-3, 3), min_size=OBS, max_size=OBS), seed=st.integers(0, 2**16))
+def test_constant_field_maps_x0_to_x0_plus_c(c, seed):
+    s, a, z, x0 = _inputs(jr.key(seed))
+    c = jnp.asarray(c, dtype=jnp.float32)
+    x1 = _solve_constant(ConstantField(c), x0, s, a, z)
+    np.testing.assert_allclose(x1, x0 + c[None], rtol=1e-5, atol=1e-5)
+
+
+@jax.jit
+def _solve_constant(field, x0, s, a, z):
+    return infom.solve_flow(field, x0, s, a, z)
+
+
+@pytest.mark.parametrize("num_steps", [1, 10])
+def test_diffrax_euler_equals_hand_written_euler_loop(field, num_steps, getkey):
+    s, a, z, x0 = _inputs(getkey())
+    got = infom.solve_flow(field, x0, s, a, z, num_steps=num_steps)
+    want = _euler_oracle(field, x0, s, a, z, num_steps)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_clipped_euler_equals_hand_written_clipped_loop(field, getkey):
+    s, a, z, x0 = _inputs(getkey())
+    x0 = 3.0 * x0
+    bounds = (jnp.full((OBS,), -0.5), jnp.full((OBS,), 0.7))
+    got = infom.solve_flow(field, x0, s, a, z, clip=bounds)
+    want = _euler_oracle(field, x0, s, a, z, 10, clip=bounds)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert float(got.min()) >= -0.5 and float(got.max()) <= 0.7
+
+
+def test_exact_gaussian_field_transports_noise_to_target_moments(getkey):
+    """With the exact velocity of `N(m, sigma^2 I)`, samples have mean `m` and std `sigma`."""
+    n, sigma = 20000, 0.5
+    m = jnp.array([1.0, -2.0, 0.5])
+    s = jnp.broadcast_to(m, (1, OBS))
+    a, z = jnp.zeros((1, ACT)), jnp.zeros((1, LATENT))
+    samples = infom.sample_future(
+        GaussianField(sigma), s, a, z, key=getkey(), shape=(n, 1),
+        solver=diffrax.Tsit5(), num_steps=50,
+    )[:, 0]
+    # Monte-Carlo error of the mean is sigma / sqrt(n) ~ 0.0035; of the std ~ sigma / sqrt(2n).
+    np.testing.assert_allclose(samples.mean(0), m, atol=5 * sigma / np.sqrt(n))
+    np.testing.assert_allclose(samples.std(0), sigma, atol=5 * sigma / np.sqrt(2 * n) + 1e-3)
+    np.testing.assert_allclose(jnp.cov(samples.T), sigma**2 * jnp.eye(OBS), atol=0.01)
+
+
+def test_euler_error_shrinks_with_steps_against_exact_gaussian_flow(getkey):
+    sigma = 0.3
+    s = jnp.array([[1.0, -1.0, 0.0]])
+    a, z = jnp.zeros((1, ACT)), jnp.zeros((1, LATENT))
+    x0 = jr.normal(getkey(), (256, 1, OBS))
+    reference = infom.solve_flow(GaussianField(sigma), x0, s, a, z, solver=diffrax.Tsit5(), num_steps=100)
+    errors = [
+        float(jnp.abs(infom.solve_flow(GaussianField(sigma), x0, s, a, z, num_steps=k) - reference).mean())
+        for k in (5, 10, 40)
+    ]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_vmap_over_intentions_equals_stacking_separate_calls(field, getkey):
+    s, a, _, _ = _inputs(getkey())
+    zs = jr.normal(getkey(), (3, BATCH, LATENT))
+    key = getkey()
+    sample = lambda z: infom.sample_future(field, s, a, z, key=key, shape=(4, BATCH))
+    vmapped = jax.vmap(sample)(zs)
+    stacked = jnp.stack([sample(z) for z in zs])
+    assert vmapped.shape == (3, 4, BATCH, OBS)
+    np.testing.assert_allclose(vmapped, stacked, rtol=1e-5, atol=1e-6)
+
+
+def test_broadcast_over_intentions_and_futures_equals_per_example_calls(field, getkey):
+    """One call with `[K, N, batch]` leading axes equals solving each example alone."""
+    s, a, _, _ = _inputs(getkey())
+    zs = jr.normal(getkey(), (3, 1, BATCH, LATENT))
+    x0 = jr.normal(getkey(), (3, 4, BATCH, OBS))
+    together = infom.solve_flow(field, x0, s, a, zs)
+    assert together.shape == (3, 4, BATCH, OBS)
+    alone = infom.solve_flow(field, x0[1, 2, 3][None], s[3][None], a[3][None], zs[1, 0, 3][None])
+    np.testing.assert_allclose(together[1, 2, 3], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_precomputed_conditioning_gives_the_same_futures(field, getkey):
+    s, a, z, x0 = _inputs(getkey())
+    cond = infom.field_conditioning(field, s, a, z)
+    np.testing.assert_array_equal(
+        infom.solve_flow(field, x0, conditioning=cond), infom.solve_flow(field, x0, s, a, z)
+    )
+
+
+def test_sample_future_shape_and_key_dependence(field, getkey):
+    s, a, z, _ = _inputs(getkey())
+    key = getkey()
+    f1 = infom.sample_future(field, s, a, z, key=key, shape=(7, BATCH))
+    f2 = infom.sample_future(field, s, a, z, key=key, shape=(7, BATCH))
+    f3 = infom.sample_future(field, s, a, z, key=getkey(), shape=(7, BATCH))
+    assert f1.shape == (7, BATCH, OBS)
+    np.testing.assert_array_equal(f1, f2)
+    assert not np.allclose(f1, f3)
+    assert infom.sample_future(field, s, a, z, key=key).shape == (BATCH, OBS)
+
+
+def test_sample_future_rejects_shape_that_drops_conditioning_axes(field, getkey):
+    s, a, z, _ = _inputs(getkey())
+    with pytest.raises(ValueError, match="shape"):
+        infom.sample_future(field, s, a, z, key=getkey(), shape=(7,))
+
+
+def test_adaptive_solver_runs_and_agrees_with_fine_euler(field, getkey):
+    s, a, z, x0 = _inputs(getkey())
+    adaptive = infom.solve_flow(
+        field, x0, s, a, z, solver=diffrax.Tsit5(),
+        stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-5), max_steps=256,
+    )
+    fine = infom.solve_flow(field, x0, s, a, z, num_steps=400)
+    np.testing.assert_allclose(adaptive, fine, atol=2e-3)
