@@ -11,6 +11,21 @@ from jaxtyping import install_import_hook
 
 with install_import_hook("infom", "beartype.beartype"):
     from ._config import NetworkConfig as NetworkConfig
+    from ._data import (
+        Dataset as Dataset,
+        DatasetError as DatasetError,
+        Normalizer as Normalizer,
+        fit_normalizer as fit_normalizer,
+        load_normalizer as load_normalizer,
+        normalize_dataset as normalize_dataset,
+        sample_batch as sample_batch,
+        save_normalizer as save_normalizer,
+    )
+    from ._gymnax import (
+        collect_gymnax_dataset as collect_gymnax_dataset,
+        evaluate_gymnax as evaluate_gymnax,
+        pendulum_behaviours as pendulum_behaviours,
+    )
     from ._losses import (
         ActorAux as ActorAux,
         FlowLossAux as FlowLossAux,
