@@ -21,6 +21,13 @@ with install_import_hook("infom", "beartype.beartype"):
         sample_batch as sample_batch,
         save_normalizer as save_normalizer,
     )
+    from ._evaluation import (
+        CubeOraclePolicy as CubeOraclePolicy,
+        EnvPolicy as EnvPolicy,
+        EvalResult as EvalResult,
+        eval_env_name as eval_env_name,
+        evaluate_ogbench as evaluate_ogbench,
+    )
     from ._gymnax import (
         collect_gymnax_dataset as collect_gymnax_dataset,
         evaluate_gymnax as evaluate_gymnax,
@@ -56,6 +63,16 @@ with install_import_hook("infom", "beartype.beartype"):
         RewardModel as RewardModel,
         VectorField as VectorField,
         init_models as init_models,
+    )
+    from ._ogbench import (
+        DatasetNotFoundError as DatasetNotFoundError,
+        DatasetSummary as DatasetSummary,
+        GenerationSummary as GenerationSummary,
+        OGBenchDatasets as OGBenchDatasets,
+        dataset_paths as dataset_paths,
+        generate_dataset as generate_dataset,
+        load_ogbench as load_ogbench,
+        validate_ogbench_file as validate_ogbench_file,
     )
     from ._sampling import (
         ClipToBox as ClipToBox,

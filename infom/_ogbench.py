@@ -1,0 +1,805 @@
+"""OGBench manipulation datasets generated locally, validated, and loaded with OGBench's own code.
+
+OGBench's "play" datasets are normally downloaded. This module collects them with the
+scripted plan oracles that ship inside the `ogbench` package, following OGBench's published
+collection protocol, and writes them in OGBench's exact `.npz` format, so that
+`ogbench.make_env_and_datasets` (and with it OGBench's reward relabelling) reads them as if
+they had been downloaded. Nothing here ever touches the network.
+
+`ogbench`, `gymnasium` and `tqdm` are optional dependencies (`pip install infom[envs]`); they
+are imported only when a function needs them.
+"""
+
+import contextlib
+import dataclasses
+import multiprocessing
+import multiprocessing.context
+import os
+import re
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._data import DatasetError
+
+
+DEFAULT_DATASET_DIR = "~/.ogbench/data"
+"""Where OGBench (and therefore `load_ogbench`) looks for dataset files by default."""
+
+EPISODE_LENGTH = 1001
+"""Rows per episode in OGBench's manipulation datasets."""
+
+DATASET_KINDS = ("play", "play-ft")
+"""`play`: the pre-training dataset. `play-ft`: the separate fine-tuning dataset."""
+
+REFERENCE_EPISODES = {"play": 1000, "play-ft": 500}
+"""Training episodes of the published datasets (validation files hold 10% more)."""
+
+_KIND_STREAM = {"play": 0, "play-ft": 1}
+_SPLIT_STREAM = {"train": 0, "val": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Domain:
+    """Facts about one OGBench manipulation domain (checked against the environments)."""
+
+    collection_env: str
+    obs_dim: int
+    qpos_dim: int
+    qvel_dim: int
+    num_buttons: int  # width of `button_states`; 0 when the file has no such key
+    oracles: tuple[str, ...]  # task kinds the data-collection env asks for
+    eval_episode_length: int
+
+
+_DOMAINS: dict[str, _Domain] = {
+    "cube-single": _Domain("cube-single-v0", 28, 21, 20, 0, ("cube",), 200),
+    "cube-double": _Domain("cube-double-v0", 37, 28, 26, 0, ("cube",), 500),
+    "scene": _Domain("scene-v0", 40, 25, 24, 2, ("cube", "button", "drawer", "window"), 750),
+    "puzzle-4x4": _Domain("puzzle-4x4-v0", 83, 30, 30, 16, ("button",), 500),
+}
+OGBENCH_DOMAINS = tuple(_DOMAINS)
+"""The four state-based OGBench manipulation domains InFOM is evaluated on."""
+
+_NAME_RE = re.compile(
+    r"^(?P<domain>cube-single|cube-double|scene|puzzle-4x4)"
+    r"(?:-(?P<kind>play-ft|play))?"
+    r"(?P<task>-singletask(?:-task[1-5])?)?"
+    r"-v0$"
+)
+_FILE_RE = re.compile(
+    r"^(?P<domain>cube-single|cube-double|scene|puzzle-4x4)-(?:play-ft|play)-v0(?:-val)?\.npz$"
+)
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """The dataset files for an OGBench task do not exist. The message names the command that makes them."""
+
+
+class GenerationSummary(NamedTuple):
+    """What `generate_dataset` wrote.
+
+    **Fields:**
+
+    - `train_path`, `val_path`: the two files written.
+    - `num_train_episodes`, `num_val_episodes`: episodes in each file.
+    - `num_rows`: rows (transitions) written over both files.
+    - `num_retries`: episodes collected again because they failed the scene health check.
+    - `seconds`: wall-clock time of the collection and the writes.
+    """
+
+    train_path: Path
+    val_path: Path
+    num_train_episodes: int
+    num_val_episodes: int
+    num_rows: int
+    num_retries: int
+    seconds: float
+
+
+class DatasetSummary(NamedTuple):
+    """What `validate_ogbench_file` found in a valid file.
+
+    **Fields:**
+
+    - `path`: the file.
+    - `domain`: the domain inferred from the file name (`None` if the name is not OGBench's).
+    - `num_rows`, `num_episodes`, `episode_length`: the episode structure.
+    - `obs_dim`, `action_dim`: widths of `observations` and `actions`.
+    - `keys`: the arrays in the file, in file order.
+    """
+
+    path: Path
+    domain: str | None
+    num_rows: int
+    num_episodes: int
+    episode_length: int
+    obs_dim: int
+    action_dim: int
+    keys: tuple[str, ...]
+
+
+class OGBenchDatasets(NamedTuple):
+    """The environment and the two datasets returned by OGBench's loader.
+
+    **Fields:**
+
+    - `env`: the OGBench environment for the name (the single-task evaluation environment for a
+      `...-singletask-...` name), as created by `ogbench.make_env_and_datasets`.
+    - `train`, `val`: OGBench's dataset dicts (`observations`, `actions`, `next_observations`,
+      `terminals`, and for single-task names `rewards` and `masks` relabelled by OGBench).
+    """
+
+    env: Any
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
+
+
+# ---------------------------------------------------------------------------------------
+# Names and paths
+# ---------------------------------------------------------------------------------------
+
+
+def _parse_name(env_name: str) -> tuple[str, str | None, str]:
+    """Splits an OGBench manipulation name into `(domain, kind or None, task suffix)`."""
+    match = _NAME_RE.match(env_name)
+    if match is None:
+        raise ValueError(
+            f"Unsupported OGBench name {env_name!r}: expected '{{domain}}[-play|-play-ft]"
+            f"[-singletask[-taskN]]-v0' with domain one of {', '.join(OGBENCH_DOMAINS)} "
+            "(e.g. 'cube-single-play-singletask-task1-v0')."
+        )
+    return match["domain"], match["kind"], match["task"] or ""
+
+
+def _check_domain(domain: str) -> _Domain:
+    if domain not in _DOMAINS:
+        raise ValueError(f"Unknown OGBench domain {domain!r}; expected one of {', '.join(OGBENCH_DOMAINS)}.")
+    return _DOMAINS[domain]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"Unknown dataset kind {kind!r}; expected one of {', '.join(DATASET_KINDS)}.")
+
+
+def _resolve_dir(dataset_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(os.path.expanduser(os.fspath(DEFAULT_DATASET_DIR if dataset_dir is None else dataset_dir)))
+
+
+def val_path_for(path: str | os.PathLike[str]) -> Path:
+    """The validation file that goes with a training file: `NAME.npz` -> `NAME-val.npz`.
+
+    **Arguments:**
+
+    - `path`: a training file path ending in `.npz`.
+
+    **Returns:**
+
+    The path of its `-val.npz` companion, in the same directory.
+    """
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"OGBench dataset files end in '.npz', got {str(path)!r}")
+    return path.with_name(path.stem + "-val.npz")
+
+
+def dataset_paths(
+    env_name: str, dataset_dir: str | os.PathLike[str] | None = None
+) -> tuple[Path, Path, Path, Path]:
+    """The four dataset files behind an OGBench manipulation task.
+
+    **Arguments:**
+
+    - `env_name`: an OGBench name such as `cube-single-play-singletask-task1-v0`,
+      `cube-single-play-v0` or `cube-single-singletask-task1-v0`; only its domain matters.
+    - `dataset_dir`: the dataset directory (default `~/.ogbench/data`, OGBench's default).
+
+    **Returns:**
+
+    `(play, play_val, play_ft, play_ft_val)`: the paths of `{domain}-play-v0.npz`,
+    `{domain}-play-v0-val.npz`, `{domain}-play-ft-v0.npz` and `{domain}-play-ft-v0-val.npz`.
+
+    !!! Example
+
+        ```python
+        train, val, ft_train, ft_val = dataset_paths("scene-play-singletask-task2-v0", "data")
+        # data/scene-play-v0.npz, data/scene-play-v0-val.npz, data/scene-play-ft-v0.npz, ...
+        ```
+    """
+    domain, _, _ = _parse_name(env_name)
+    root = _resolve_dir(dataset_dir)
+    play = root / f"{domain}-play-v0.npz"
+    play_ft = root / f"{domain}-play-ft-v0.npz"
+    return play, val_path_for(play), play_ft, val_path_for(play_ft)
+
+
+def generate_command(domain: str, kind: str, dataset_dir: str | os.PathLike[str] | None = None) -> str:
+    """The `infom data generate ...` command line that writes a domain's dataset files."""
+    command = f"infom data generate {domain} --kind {kind}"
+    if dataset_dir is not None and _resolve_dir(dataset_dir) != _resolve_dir(None):
+        command += f" --dataset-dir {os.fspath(dataset_dir)}"
+    return command
+
+
+# ---------------------------------------------------------------------------------------
+# Collection
+# ---------------------------------------------------------------------------------------
+
+
+def _seed_pair(seed: int, kind: str, split: str, index: int, attempt: int) -> tuple[int, int]:
+    """Two independent 32-bit seeds (environment, NumPy global RNG) for one episode attempt."""
+    spawn_key = (_KIND_STREAM[kind], _SPLIT_STREAM[split], index, attempt)
+    sequence = np.random.SeedSequence(seed, spawn_key=spawn_key)
+    env_seed, numpy_seed = sequence.generate_state(2)
+    return int(env_seed), int(numpy_seed)
+
+
+def _scene_is_healthy(qpos: np.ndarray) -> bool:
+    """OGBench's health check for scene episodes: the cube stays visible unless it is in the drawer."""
+    block_xyz = qpos[:, 14:17]
+    too_far_right = bool((block_xyz[:, 1] >= 0.29).any())
+    left_outside_drawer = (block_xyz[:, 1] <= -0.3) & ((block_xyz[:, 2] < 0.06) | (block_xyz[:, 2] > 0.08))
+    return not too_far_right and not bool(left_outside_drawer.any())
+
+
+class _Collector:
+    """One data-collection environment and its plan oracles (one per process)."""
+
+    def __init__(self, domain: str, episode_length: int):
+        import gymnasium
+        import ogbench.manipspace  # noqa: F401  (registers the environments)
+        from ogbench.manipspace.oracles.plan.button_plan import ButtonPlanOracle
+        from ogbench.manipspace.oracles.plan.cube_plan import CubePlanOracle
+        from ogbench.manipspace.oracles.plan.drawer_plan import DrawerPlanOracle
+        from ogbench.manipspace.oracles.plan.window_plan import WindowPlanOracle
+
+        self.domain = domain
+        self.episode_length = episode_length
+        with _quiet_gymnasium():
+            self.env = gymnasium.make(
+                _DOMAINS[domain].collection_env,
+                terminate_at_goal=False,
+                mode="data_collection",
+                max_episode_steps=episode_length,
+            )
+        # OGBench's protocol: plan oracles with noise 0.1 and noise smoothing 0.5.
+        noise = dict(noise=0.1, noise_smoothing=0.5)
+        classes = {
+            "cube": CubePlanOracle,
+            "button": ButtonPlanOracle,
+            "drawer": DrawerPlanOracle,
+            "window": WindowPlanOracle,
+        }
+        if domain == "puzzle-4x4":
+            self.oracles = {"button": ButtonPlanOracle(env=self.env, gripper_always_closed=True, **noise)}
+        else:
+            self.oracles = {task: classes[task](env=self.env, **noise) for task in _DOMAINS[domain].oracles}
+
+    def _p_stack(self) -> float:
+        # OGBench's per-episode cube-stacking probability (drawn from NumPy's global RNG).
+        if self.domain == "cube-single":
+            return 0.0
+        if self.domain == "cube-double":
+            return float(np.random.uniform(0.0, 0.25))
+        return 0.5
+
+    def episode(self, env_seed: int, numpy_seed: int) -> dict[str, np.ndarray]:
+        """Collects one episode; rows are `(s_t, a_t)` with the state before the action."""
+        np.random.seed(numpy_seed)
+        env = self.env
+        with _quiet_gymnasium():
+            ob, info = env.reset(seed=env_seed)
+        p_stack = self._p_stack()
+        oracle = self.oracles[info["privileged/target_task"]]
+        oracle.reset(ob, info)
+        rows: dict[str, list] = {"observations": [], "actions": [], "terminals": [], "qpos": [], "qvel": []}
+        has_buttons = _DOMAINS[self.domain].num_buttons > 0
+        if has_buttons:
+            rows["button_states"] = []
+        done = False
+        while not done:
+            action = np.clip(np.asarray(oracle.select_action(ob, info)), -1.0, 1.0)
+            next_ob, _, terminated, truncated, info = env.step(action)
+            done = bool(terminated or truncated)
+            if oracle.done:
+                # A new target as soon as the oracle has finished its plan.
+                target_ob, target_info = env.unwrapped.set_new_target(p_stack=p_stack)
+                oracle = self.oracles[target_info["privileged/target_task"]]
+                oracle.reset(target_ob, target_info)
+            rows["observations"].append(ob)
+            rows["actions"].append(action)
+            rows["terminals"].append(done)
+            rows["qpos"].append(info["prev_qpos"])
+            rows["qvel"].append(info["prev_qvel"])
+            if has_buttons:
+                rows["button_states"].append(info["prev_button_states"])
+            ob = next_ob
+        return {key: np.asarray(value, dtype=_DTYPES[key]) for key, value in rows.items()}
+
+    def healthy_episode(
+        self, seed: int, kind: str, split: str, index: int
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """Collects episode `index`, again with fresh seeds until it passes OGBench's health check."""
+        for attempt in range(1000):
+            episode = self.episode(*_seed_pair(seed, kind, split, index, attempt))
+            if len(episode["terminals"]) != self.episode_length:
+                raise RuntimeError(f"{self.domain} episode {index} has {len(episode['terminals'])} rows")
+            if self.domain != "scene" or _scene_is_healthy(episode["qpos"]):
+                return episode, attempt
+        raise RuntimeError(f"{self.domain} episode {index} failed the health check 1000 times")
+
+
+_DTYPES = {
+    "observations": np.float32,
+    "actions": np.float32,
+    "terminals": np.bool_,
+    "qpos": np.float32,
+    "qvel": np.float32,
+    "button_states": np.int64,
+}
+
+
+@contextlib.contextmanager
+def _quiet_gymnasium() -> Iterator[None]:
+    """Silences gymnasium's float64-to-float32 `Box` precision warning for OGBench's spaces."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*precision lowered by casting to float32", category=UserWarning
+        )
+        yield
+
+
+def _prepare_worker_process() -> None:
+    """Settings for worker processes only (never the caller's process).
+
+    Workers never render, so MuJoCo's OpenGL set-up (and its warning when there is no display)
+    is skipped, and gymnasium's `Box` precision warning about OGBench's float64 bounds is silenced.
+    """
+    import warnings
+
+    os.environ.setdefault("MUJOCO_GL", "disable")
+    warnings.filterwarnings(
+        "ignore", message=r".*precision lowered by casting to float32", category=UserWarning
+    )
+
+
+_WORKER_COLLECTOR: _Collector | None = None
+
+
+def _init_worker(domain: str, episode_length: int) -> None:
+    global _WORKER_COLLECTOR
+    _prepare_worker_process()
+    _WORKER_COLLECTOR = _Collector(domain, episode_length)
+
+
+def _worker_episode(task: tuple[int, str, str, int]) -> tuple[dict[str, np.ndarray], int]:
+    assert _WORKER_COLLECTOR is not None
+    return _WORKER_COLLECTOR.healthy_episode(*task)
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context for environment workers: `forkserver` (never `fork`).
+
+    The parent may have initialised JAX, which must not be forked. Workers fork from a
+    server process that has imported `infom` once, so starting a worker costs milliseconds
+    rather than a fresh interpreter's imports.
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover - non-POSIX
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["infom._ogbench", "infom._evaluation"])
+    return context
+
+
+def _collect(
+    domain: str,
+    tasks: list[tuple[int, str, str, int]],
+    episode_length: int,
+    num_workers: int,
+    on_episode: Callable[[], None],
+) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """Yields `(episode, retries)` for each task, in task order."""
+    if num_workers == 1:
+        # In this process; NumPy's global RNG (used by the oracles) is restored afterwards.
+        state = np.random.get_state()
+        try:
+            collector = _Collector(domain, episode_length)
+            for task in tasks:
+                yield collector.healthy_episode(*task)
+                on_episode()
+        finally:
+            np.random.set_state(state)
+        return
+    pool = _process_context().Pool(num_workers, initializer=_init_worker, initargs=(domain, episode_length))
+    with pool:
+        for result in pool.imap(_worker_episode, tasks, chunksize=1):
+            yield result
+            on_episode()
+        pool.close()
+        pool.join()
+
+
+def generate_dataset(
+    domain: str,
+    path: str | os.PathLike[str],
+    *,
+    num_episodes: int,
+    num_val_episodes: int | None = None,
+    kind: str = "play",
+    seed: int = 0,
+    num_workers: int = 2,
+    episode_length: int = EPISODE_LENGTH,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> GenerationSummary:
+    """Collects an OGBench "play" dataset with the scripted plan oracles and writes it in OGBench's format.
+
+    Follows OGBench's collection protocol (its `generate_manipspace.py`): the data-collection
+    environment `gymnasium.make(f"{domain}-v0", terminate_at_goal=False,
+    mode="data_collection", max_episode_steps=episode_length)`; plan oracles with noise 0.1 and
+    smoothing 0.5 (puzzle: the button oracle with `gripper_always_closed=True`); a cube-stacking
+    probability of 0 (cube-single), `U(0, 0.25)` per episode (cube-double) or 0.5 (otherwise);
+    a new target from `set_new_target` whenever the oracle finishes; scene episodes that fail
+    OGBench's health check are collected again. Each row holds the state *before* its action
+    (`observations`, `qpos`, `qvel`, `button_states`), the clipped action, and `terminals`
+    (True on each episode's last row).
+
+    Every episode attempt is seeded on its own (environment and NumPy's global RNG, which the
+    oracles use) from `(seed, kind, split, episode, attempt)`, so the files are identical for a
+    given seed whatever the number of workers, `play` and `play-ft` never share an episode, and
+    a smaller dataset is a prefix of a larger one.
+
+    Both files are written atomically (a temporary file in the same directory, then
+    `os.replace`), validation file first: an interrupted run never leaves a truncated file
+    under a final name.
+
+    **Arguments:**
+
+    - `domain`: one of `cube-single`, `cube-double`, `scene`, `puzzle-4x4`.
+    - `path`: the training file, e.g. `~/.ogbench/data/cube-single-play-v0.npz`; the
+      validation file is written next to it as `...-val.npz`.
+    - `num_episodes`: training episodes.
+    - `num_val_episodes`: validation episodes (default: 10% of `num_episodes`, at least 1).
+    - `kind`: `"play"` or `"play-ft"`; selects an independent seed stream.
+    - `seed`: the base seed.
+    - `num_workers`: worker processes, one per core; `1` collects in this process.
+    - `episode_length`: rows per episode (OGBench's 1001; smaller only for tests).
+    - `overwrite`: replace existing files instead of raising `FileExistsError`.
+    - `progress`: show a progress bar over episodes (on stderr).
+
+    **Returns:**
+
+    A `GenerationSummary`.
+
+    !!! Example
+
+        ```python
+        train, val, _, _ = infom.dataset_paths("cube-single-play-singletask-task1-v0")
+        infom.generate_dataset("cube-single", train, num_episodes=1000, seed=0)
+        ```
+    """
+    _check_domain(domain)
+    _check_kind(kind)
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
+    if num_val_episodes is None:
+        num_val_episodes = default_val_episodes(num_episodes)
+    if num_val_episodes < 1:
+        raise ValueError(f"num_val_episodes must be at least 1, got {num_val_episodes}")
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+    if episode_length < 2:
+        raise ValueError(f"episode_length must be at least 2, got {episode_length}")
+    train_path = Path(os.path.expanduser(os.fspath(path)))
+    val_path = val_path_for(train_path)
+    if not overwrite:
+        for existing in (train_path, val_path):
+            if existing.exists():
+                raise FileExistsError(
+                    f"{existing} already exists; pass overwrite=True (--overwrite) to replace it."
+                )
+    train_path.parent.mkdir(parents=True, exist_ok=True)
+
+    tasks = [(seed, kind, "train", i) for i in range(num_episodes)]
+    tasks += [(seed, kind, "val", i) for i in range(num_val_episodes)]
+    num_workers = min(num_workers, len(tasks))
+    start = time.perf_counter()
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    retries = 0
+    with _progress_bar(len(tasks), f"{domain}-{kind}", progress) as bar:
+        results = _collect(domain, tasks, episode_length, num_workers, bar.update)
+        for (_, _, split, index), (episode, attempt) in zip(tasks, results, strict=True):
+            retries += attempt
+            count = num_episodes if split == "train" else num_val_episodes
+            if split not in splits:
+                splits[split] = {
+                    key: np.empty((count * episode_length, *value.shape[1:]), dtype=value.dtype)
+                    for key, value in episode.items()
+                }
+            rows = slice(index * episode_length, (index + 1) * episode_length)
+            for key, value in episode.items():
+                splits[split][key][rows] = value
+    _write_pair_atomic(train_path, splits["train"], val_path, splits["val"])
+    return GenerationSummary(
+        train_path=train_path,
+        val_path=val_path,
+        num_train_episodes=num_episodes,
+        num_val_episodes=num_val_episodes,
+        num_rows=(num_episodes + num_val_episodes) * episode_length,
+        num_retries=retries,
+        seconds=time.perf_counter() - start,
+    )
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int, description: str, enabled: bool) -> Iterator[Any]:
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=description, unit="episode", disable=not enabled, dynamic_ncols=True) as bar:
+        yield bar
+
+
+def _write_npz_to_temp(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Writes `arrays` compressed to a new temporary file next to `path` and returns its path."""
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez_compressed(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temp, 0o644)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return temp
+
+
+def _write_pair_atomic(
+    train_path: Path, train: dict[str, np.ndarray], val_path: Path, val: dict[str, np.ndarray]
+) -> None:
+    """Writes both files to temporary names, then renames them into place (validation file first)."""
+    temps: list[Path] = []
+    try:
+        temps.append(_write_npz_to_temp(val_path, val))
+        temps.append(_write_npz_to_temp(train_path, train))
+        os.replace(temps[0], val_path)
+        os.replace(temps[1], train_path)
+    finally:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # make the renames durable where the platform allows it
+        directory = os.open(train_path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------
+
+_REQUIRED = {
+    "observations": (np.float32, 2),
+    "actions": (np.float32, 2),
+    "terminals": (np.bool_, 1),
+    "qpos": (np.float32, 2),
+    "qvel": (np.float32, 2),
+}
+_OPTIONAL = {"button_states": (np.int64, 2)}
+
+
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: file does not exist")
+    arrays = {}
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            raise DatasetError(f"{path}: not an .npz file (no zip header: empty, truncated or other format)")
+        handle.seek(0)
+        try:
+            archive = np.load(handle, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise DatasetError(f"{path}: not a readable .npz file (corrupt or truncated): {error}") from error
+        with archive:
+            for key in archive.files:
+                try:
+                    arrays[key] = archive[key]
+                except Exception as error:  # zlib.error, BadZipFile, ValueError, EOFError, ...
+                    raise DatasetError(
+                        f"{path}: key {key!r} could not be read (corrupt or truncated?): {error}"
+                    ) from error
+    return arrays
+
+
+def validate_ogbench_file(
+    path: str | os.PathLike[str], *, episode_length: int | None = None
+) -> DatasetSummary:
+    """Checks that a file is a well-formed OGBench manipulation dataset.
+
+    Checks the required keys (`observations`, `actions`, `terminals`, `qpos`, `qvel`, plus
+    `button_states` for scene and puzzle-4x4) and their dtypes and ranks, equal row counts,
+    the episode structure (`terminals` True exactly on each episode's last row, all episodes
+    of one length), finite values, actions in `[-1, 1]`, and, when the file name is OGBench's
+    (`{domain}-play[-ft]-v0[-val].npz`), the widths of that domain.
+
+    **Arguments:**
+
+    - `path`: the `.npz` file.
+    - `episode_length`: the required episode length (default: inferred from the first
+      episode; every episode must have that length).
+
+    **Returns:**
+
+    A `DatasetSummary`.
+
+    **Raises:**
+
+    `DatasetError` (a `ValueError`) whose message names the file and, where it applies, the key.
+    """
+    path = Path(os.path.expanduser(os.fspath(path)))
+    arrays = _read_arrays(path)
+
+    def fail(message: str) -> DatasetError:
+        return DatasetError(f"{path}: {message}")
+
+    match = _FILE_RE.match(path.name)
+    domain = match["domain"] if match else None
+    required = dict(_REQUIRED)
+    if domain is not None and _DOMAINS[domain].num_buttons > 0:
+        required.update(_OPTIONAL)
+    for key in required:
+        if key not in arrays:
+            raise fail(f"missing required key {key!r} (found {sorted(arrays)})")
+    for key, (dtype, ndim) in {**required, **_OPTIONAL}.items():
+        if key not in arrays:
+            continue
+        array = arrays[key]
+        if array.dtype != dtype:
+            raise fail(f"key {key!r} has dtype {array.dtype}, expected {np.dtype(dtype)}")
+        if array.ndim != ndim:
+            raise fail(f"key {key!r} has shape {array.shape}, expected {ndim} dimension(s)")
+
+    num_rows = len(arrays["observations"])
+    for key in [*required, *(k for k in _OPTIONAL if k in arrays)]:
+        if len(arrays[key]) != num_rows:
+            raise fail(f"key {key!r} has {len(arrays[key])} rows but 'observations' has {num_rows}")
+    if num_rows == 0:
+        raise fail("key 'observations' has no rows")
+
+    if domain is not None:
+        spec = _DOMAINS[domain]
+        widths = {"observations": spec.obs_dim, "actions": 5, "qpos": spec.qpos_dim, "qvel": spec.qvel_dim}
+        if spec.num_buttons:
+            widths["button_states"] = spec.num_buttons
+        for key, width in widths.items():
+            if arrays[key].shape[1] != width:
+                raise fail(f"key {key!r} has width {arrays[key].shape[1]}, expected {width} for {domain}")
+
+    for key in ("observations", "actions", "qpos", "qvel"):
+        bad = ~np.isfinite(arrays[key])
+        if bad.any():
+            row = int(np.argwhere(bad)[0, 0])
+            raise fail(f"key {key!r} has {int(bad.sum())} non-finite values (first in row {row})")
+    actions = arrays["actions"]
+    if actions.min() < -1.0 or actions.max() > 1.0:
+        raise fail(f"key 'actions' has values outside [-1, 1] (min {actions.min()}, max {actions.max()})")
+
+    ends = np.flatnonzero(arrays["terminals"])
+    if len(ends) == 0 or ends[-1] != num_rows - 1:
+        raise fail("key 'terminals' must be True on the last row (each episode ends with a terminal row)")
+    lengths = np.diff(np.concatenate([[-1], ends]))
+    expected = int(lengths[0]) if episode_length is None else episode_length
+    wrong = np.flatnonzero(lengths != expected)
+    if len(wrong):
+        raise fail(
+            f"key 'terminals' gives episode {int(wrong[0])} a length of {int(lengths[wrong[0]])}, "
+            f"expected {expected} (rows per episode)"
+        )
+    return DatasetSummary(
+        path=path,
+        domain=domain,
+        num_rows=num_rows,
+        num_episodes=len(ends),
+        episode_length=expected,
+        obs_dim=int(arrays["observations"].shape[1]),
+        action_dim=int(actions.shape[1]),
+        keys=tuple(arrays),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Loading through OGBench
+# ---------------------------------------------------------------------------------------
+
+
+def load_ogbench(
+    env_name: str,
+    *,
+    dataset_dir: str | os.PathLike[str] | None = None,
+    kind: str | None = None,
+    compact_dataset: bool = False,
+    add_info: bool = False,
+    validate: bool = True,
+    **env_kwargs: Any,
+) -> OGBenchDatasets:
+    """Loads locally generated OGBench files with OGBench's own loader; never downloads.
+
+    Maps the name to its files (`dataset_paths`), checks that both the training and the
+    validation file exist (and, with `validate`, that they are well-formed), then calls
+    `ogbench.make_env_and_datasets(name, dataset_path=...)`. OGBench therefore builds the
+    environment and, for `...-singletask-...` names, relabels rewards and masks with its own
+    `relabel_dataset`. Passing `dataset_path` keeps OGBench from ever reaching its download code.
+
+    **Arguments:**
+
+    - `env_name`: e.g. `cube-single-play-singletask-task1-v0` (a `-play-ft-` name selects the
+      fine-tuning files, as in the InFOM reference code).
+    - `dataset_dir`: the dataset directory (default `~/.ogbench/data`).
+    - `kind`: `"play"` (pre-training files) or `"play-ft"` (fine-tuning files); default: from
+      the name, else `"play"`. An explicit `kind` wins over the name, so one task name serves
+      both phases: `load_ogbench(task)` and `load_ogbench(task, kind="play-ft")`.
+    - `compact_dataset`, `add_info`, `**env_kwargs`: passed to `ogbench.make_env_and_datasets`.
+    - `validate`: run `validate_ogbench_file` on both files first.
+
+    **Returns:**
+
+    An `OGBenchDatasets` `(env, train, val)`.
+
+    **Raises:**
+
+    `DatasetNotFoundError` naming the `infom data generate ...` command when a file is missing;
+    `DatasetError` when a file is malformed.
+    """
+    domain, name_kind, task = _parse_name(env_name)
+    if kind is None:
+        kind = name_kind or "play"
+    _check_kind(kind)
+    play, play_val, play_ft, play_ft_val = dataset_paths(env_name, dataset_dir)
+    train_path, val_path = (play, play_val) if kind == "play" else (play_ft, play_ft_val)
+    missing = [p for p in (train_path, val_path) if not p.is_file()]
+    if missing:
+        raise DatasetNotFoundError(
+            f"OGBench dataset file(s) not found: {', '.join(map(str, missing))}. These datasets are "
+            "generated locally, never downloaded. Create them with:\n"
+            f"    {generate_command(domain, kind, dataset_dir)}"
+        )
+    if os.fspath(train_path).replace(".npz", "-val.npz") != os.fspath(val_path):
+        # OGBench derives the validation path with str.replace, which a '.npz' elsewhere would break.
+        raise DatasetError(f"{train_path}: the dataset directory must not contain '.npz' in its name")
+    if validate:
+        validate_ogbench_file(train_path)
+        validate_ogbench_file(val_path)
+
+    import ogbench
+
+    # OGBench's name parser expects exactly one dataset-type word before 'singletask'.
+    ogbench_name = f"{domain}-play{task}-v0"
+    with _quiet_gymnasium():
+        env, train, val = ogbench.make_env_and_datasets(
+            ogbench_name,
+            dataset_path=os.fspath(train_path),
+            compact_dataset=compact_dataset,
+            add_info=add_info,
+            **env_kwargs,
+        )
+    return OGBenchDatasets(env=env, train=train, val=val)
+
+
+def eval_episode_length(domain: str) -> int:
+    """OGBench's evaluation time limit: cube-single 200, cube-double 500, scene 750, puzzle-4x4 500 steps."""
+    return _check_domain(domain).eval_episode_length
+
+
+def default_val_episodes(num_episodes: int) -> int:
+    """OGBench's validation size: 10% of the training episodes (at least one)."""
+    return max(1, num_episodes // 10)

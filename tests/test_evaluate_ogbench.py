@@ -1,0 +1,63 @@
+"""The OGBench evaluation harness: environments, batched policy calls, seeding, worker shutdown."""
+
+import multiprocessing
+
+import gymnasium
+import numpy as np
+import ogbench.manipspace  # noqa: F401  (registers the environments)
+import pytest
+
+import infom
+
+
+TASK = "cube-single-play-singletask-task1-v0"
+
+
+def test_eval_env_name_maps_dataset_names_to_single_task_envs():
+    assert infom.eval_env_name("cube-single-play-singletask-task1-v0") == "cube-single-singletask-task1-v0"
+    assert infom.eval_env_name("scene-play-ft-singletask-task3-v0") == "scene-singletask-task3-v0"
+    assert infom.eval_env_name("puzzle-4x4-singletask-v0") == "puzzle-4x4-singletask-v0"
+    with pytest.raises(ValueError, match="single task"):
+        infom.eval_env_name("cube-double-play-v0")
+
+
+@pytest.mark.parametrize(
+    "domain, limit", [("cube-single", 200), ("cube-double", 500), ("scene", 750), ("puzzle-4x4", 500)]
+)
+def test_evaluation_time_limits_are_ogbench_defaults(domain, limit):
+    for task in range(1, 6):
+        assert gymnasium.spec(f"{domain}-singletask-task{task}-v0").max_episode_steps == limit
+
+
+def test_oracle_succeeds_and_results_do_not_depend_on_worker_count():
+    kwargs = dict(env_policy=infom.CubeOraclePolicy, num_episodes=2, seed=5, progress=False)
+    result = infom.evaluate_ogbench(TASK, None, num_workers=2, **kwargs)
+    assert result.success_rate == 1.0 and result.successes.tolist() == [True, True]
+    assert (result.lengths < 200).all()  # terminated at the goal, before the time limit
+    assert (result.returns < 0).all() and result.mean_return == result.returns.mean()
+    # One worker with one environment: the second episode waits for the first to finish.
+    single = infom.evaluate_ogbench(TASK, None, num_workers=1, envs_per_worker=1, **kwargs)
+    np.testing.assert_array_equal(single.returns, result.returns)
+    np.testing.assert_array_equal(single.lengths, result.lengths)
+
+
+def test_zero_policy_fails_and_gets_batched_float32_observations():
+    seen = []
+
+    def zero_policy(observations):
+        seen.append((observations.dtype, observations.shape))
+        return np.zeros((len(observations), 5), dtype=np.float32)
+
+    result = infom.evaluate_ogbench(TASK, zero_policy, num_episodes=3, num_workers=2, progress=False)
+    assert result.success_rate == 0.0 and not result.successes.any()
+    assert result.lengths.tolist() == [200, 200, 200]
+    assert result.returns.tolist() == [-200.0] * 3  # cube-single reward: -1 until the cube is at its goal
+    assert len(seen) == 200 and seen[0] == (np.float32, (3, 28))
+
+
+def test_bad_policy_output_raises_and_workers_shut_down():
+    with pytest.raises(ValueError, match="shape"):
+        infom.evaluate_ogbench(TASK, lambda obs: np.zeros((len(obs), 4)), num_episodes=2, progress=False)
+    with pytest.raises(ValueError, match="exactly one"):
+        infom.evaluate_ogbench(TASK, None, num_episodes=2, progress=False)
+    assert multiprocessing.active_children() == []
