@@ -3,7 +3,9 @@
 Times `infom.generate_dataset` end to end (worker start, collection with the plan oracles,
 compressed atomic writes) on a few full-length (1001-step) episodes, and reports the median
 over repeats of rows written per second, plus the speed-up of each worker count over one worker
-measured in the same run. A warm-up run first starts the worker server process.
+measured in the same run. A warm-up run first starts the worker server process. With one
+worker, `generate_dataset` collects in the calling process (no worker start); with more, each
+run includes starting the worker pool and building one environment per worker (~1-2 s).
 
     python benchmarks/data_generation.py --domains cube-single --episodes 3 --repeats 3
 """
