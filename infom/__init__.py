@@ -10,7 +10,7 @@ from jaxtyping import install_import_hook
 
 
 with install_import_hook("infom", "beartype.beartype"):
-    from ._config import NetworkConfig as NetworkConfig
+    from ._config import InFOMConfig as InFOMConfig, NetworkConfig as NetworkConfig
     from ._data import (
         Dataset as Dataset,
         DatasetError as DatasetError,
@@ -81,6 +81,22 @@ with install_import_hook("infom", "beartype.beartype"):
         sample_future as sample_future,
         solve_flow as solve_flow,
         standard_gpi as standard_gpi,
+    )
+    from ._train import (
+        FinetuneMetrics as FinetuneMetrics,
+        PretrainMetrics as PretrainMetrics,
+        TrainState as TrainState,
+        finetune_block as finetune_block,
+        finetune_loss as finetune_loss,
+        finetune_step as finetune_step,
+        init_train_state as init_train_state,
+        make_optimizer as make_optimizer,
+        mc_q_targets as mc_q_targets,
+        policy_actions as policy_actions,
+        pretrain_block as pretrain_block,
+        pretrain_loss as pretrain_loss,
+        pretrain_step as pretrain_step,
+        start_finetuning as start_finetuning,
     )
     from ._types import Batch as Batch
 

@@ -1,6 +1,7 @@
 """Frozen hyper-parameter dataclasses with the paper's defaults."""
 
 import dataclasses
+from typing import Literal, get_args
 
 
 def _check_positive_int(owner: str, name: str, value: object) -> None:
@@ -19,7 +20,8 @@ class NetworkConfig:
     **Fields:**
 
     - `hidden_dims`: hidden layer widths shared by all networks.
-    - `latent_dim`: dimension `d_z` of the intention `z`.
+    - `latent_dim`: dimension `d_z` of the intention `z`; 0 removes intentions (the
+      "FOM" ablation: an occupancy model of the behaviour policy alone).
     - `encoder_layer_norm`, `field_layer_norm`, `reward_layer_norm`, `critic_layer_norm`,
       `actor_layer_norm`: whether each network uses layer norm after its hidden activations.
     - `actor_mean_init_scale`: variance-scaling factor of the actor's mean head (1e-2, so the
@@ -51,10 +53,107 @@ class NetworkConfig:
             )
         for width in self.hidden_dims:
             _check_positive_int("NetworkConfig", "hidden_dims", width)
-        _check_positive_int("NetworkConfig", "latent_dim", self.latent_dim)
+        if not isinstance(self.latent_dim, int) or isinstance(self.latent_dim, bool) or self.latent_dim < 0:
+            raise ValueError(f"NetworkConfig.latent_dim must be a non-negative integer, got {self.latent_dim!r}")
         _check_positive_int("NetworkConfig", "num_critic_heads", self.num_critic_heads)
         if not self.actor_mean_init_scale > 0:
             raise ValueError(
                 "NetworkConfig.actor_mean_init_scale must be positive, "
                 f"got {self.actor_mean_init_scale!r}"
             )
+
+
+PolicyExtraction = Literal["implicit_gpi", "standard_gpi", "one_step"]
+CriticIntentions = Literal["prior", "encoder"]
+IntentionSharing = Literal["shared", "per_future"]
+TargetForm = Literal["infom", "td2"]
+
+
+def _check_choice(owner: str, name: str, value: object, literal: object) -> None:
+    if value not in get_args(literal):
+        raise ValueError(f"{owner}.{name} must be one of {get_args(literal)}, got {value!r}")
+
+
+def _check_range(owner: str, name: str, value: float, low: float, high: float, *, high_open: bool) -> None:
+    ok = low <= value < high if high_open else low <= value <= high
+    if not ok:
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{owner}.{name} must lie in [{low}, {high}{bracket}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class InFOMConfig:
+    """Hyper-parameters of InFOM's pre-training and fine-tuning updates (paper defaults).
+
+    **Fields:**
+
+    - `network`: a [`NetworkConfig`][].
+    - `learning_rate` (3e-4, Adam), `batch_size` (256).
+    - `gamma` (0.99): discount of the occupancy model.
+    - `tau` (0.005): EMA rate of the target vector field, per update.
+    - `kl_weight` (0.01): `lambda_KL`, on the KL averaged over latent dimensions.
+    - `expectile` (0.9): `mu` of the implicit-GPI critic.
+    - `num_futures` (16): `N`, futures per state for the Monte-Carlo Q.
+    - `num_flow_steps` (10): Euler steps of every flow ODE solve.
+    - `clip_futures` (True): clip generated futures to the normalised data range.
+    - `target_form` ("infom"): the future term of [`sarsa_flow_loss`][] ("infom" or "td2").
+    - `actor_freq` (4): the actor is updated every `actor_freq`-th fine-tuning update.
+    - `alpha` (10): behaviour-cloning weight of the DDPG + BC actor.
+    - `q_aggregation` ("min"): how the actor combines the critic's heads ("min" or "mean").
+    - `normalize_q_loss` (False): divide the actor's Q term by `mean |Q|` (no gradient).
+    - `pretrain_bc` (True): train the actor by behaviour cloning during pre-training.
+    - `policy_extraction` ("implicit_gpi"): "implicit_gpi" (expectile distillation, the
+      method), "standard_gpi" (the actor maximises `max_k Q_hat(s, a, z_k)` over
+      `num_gpi_intentions` prior intentions, differentiating through the ODE; no critic), or
+      "one_step" (a critic regressing the Monte-Carlo Q with expectile 0.5; combine with
+      `network.latent_dim = 0` for the paper's "FOM + one-step PI" ablation).
+    - `critic_intentions` ("prior"): critic intentions drawn from `N(0, I)` or from the encoder
+      `p_e(z | s', a')`.
+    - `intention_sharing` ("shared"): one intention per state shared by its `N` futures, or
+      "per_future" (one per future, what the published numbers were produced with).
+    - `num_gpi_intentions` (8): intentions per state for "standard_gpi".
+    """
+
+    network: NetworkConfig = NetworkConfig()
+    learning_rate: float = 3e-4
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005
+    kl_weight: float = 0.01
+    expectile: float = 0.9
+    num_futures: int = 16
+    num_flow_steps: int = 10
+    clip_futures: bool = True
+    target_form: TargetForm = "infom"
+    actor_freq: int = 4
+    alpha: float = 10.0
+    q_aggregation: Literal["min", "mean"] = "min"
+    normalize_q_loss: bool = False
+    pretrain_bc: bool = True
+    policy_extraction: PolicyExtraction = "implicit_gpi"
+    critic_intentions: CriticIntentions = "prior"
+    intention_sharing: IntentionSharing = "shared"
+    num_gpi_intentions: int = 8
+
+    def __post_init__(self):
+        owner = "InFOMConfig"
+        if not isinstance(self.network, NetworkConfig):
+            raise ValueError(f"{owner}.network must be a NetworkConfig, got {type(self.network).__name__}")
+        for name in ("batch_size", "num_futures", "num_flow_steps", "actor_freq", "num_gpi_intentions"):
+            _check_positive_int(owner, name, getattr(self, name))
+        if not self.learning_rate > 0:
+            raise ValueError(f"{owner}.learning_rate must be positive, got {self.learning_rate!r}")
+        _check_range(owner, "gamma", self.gamma, 0.0, 1.0, high_open=True)
+        _check_range(owner, "tau", self.tau, 0.0, 1.0, high_open=False)
+        _check_range(owner, "expectile", self.expectile, 0.5, 1.0, high_open=True)
+        if self.kl_weight < 0:
+            raise ValueError(f"{owner}.kl_weight must be non-negative, got {self.kl_weight!r}")
+        if self.alpha < 0:
+            raise ValueError(f"{owner}.alpha must be non-negative, got {self.alpha!r}")
+        _check_choice(owner, "target_form", self.target_form, TargetForm)
+        _check_choice(owner, "q_aggregation", self.q_aggregation, Literal["min", "mean"])
+        _check_choice(owner, "policy_extraction", self.policy_extraction, PolicyExtraction)
+        _check_choice(owner, "critic_intentions", self.critic_intentions, CriticIntentions)
+        _check_choice(owner, "intention_sharing", self.intention_sharing, IntentionSharing)
+        if self.policy_extraction == "standard_gpi" and self.network.latent_dim == 0:
+            raise ValueError(f"{owner}.policy_extraction='standard_gpi' needs intentions (network.latent_dim > 0)")

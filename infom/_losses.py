@@ -133,7 +133,7 @@ def sarsa_flow_loss(
       field, `num_flow_steps` Euler steps, optionally clipped after each step),
       `x_t = t x~_1 + (1 - t) x_0'` and
       `L_fut = mean_j (v(t, x_t, s, a, z) - v_bar(t, x_t, s', a', z))_j^2`;
-    - `KL = KL(p_e(z | s', a') || N(0, I)) / latent_dim`.
+    - `KL = KL(p_e(z | s', a') || N(0, I)) / latent_dim` (0 when `latent_dim = 0`).
 
     The loss is `mean_batch[(1 - gamma) L_cur + gamma L_fut] + kl_weight * mean_batch[KL]`.
 
@@ -209,7 +209,7 @@ def sarsa_flow_loss(
     future_cond = field_conditioning(field, s, a, z_frozen)
     future = jnp.mean(jnp.square(velocity(t, x_t_future, future_cond) - target_v), axis=-1)
 
-    kl = jnp.mean(kl_to_prior(intention.mean, intention.log_std)) / z.shape[-1]
+    kl = jnp.mean(kl_to_prior(intention.mean, intention.log_std)) / max(z.shape[-1], 1)
     current_loss = jnp.mean(current)
     future_loss = jnp.mean(future)
     flow_loss = jnp.mean((1.0 - gamma) * current + gamma * future)
@@ -329,6 +329,7 @@ def actor_loss(
     actions: Float[Array, "batch action_dim"],
     *,
     alpha: ScalarLike = 10.0,
+    normalize_q: bool = False,
 ) -> tuple[Scalar, ActorAux]:
     """DDPG + behaviour cloning: `-mean Q(s, clip(mu(s), -1, 1)) - alpha mean log pi(a | s)`.
 
@@ -341,12 +342,16 @@ def actor_loss(
       `q_fn` must stop gradients into its own parameters (as [`min_q`][] does).
     - `observations`, `actions`: the batch `(s, a)` (the data actions for the BC term).
     - `alpha`: the behaviour-cloning weight.
+    - `normalize_q`: divide the Q term by `mean |Q|` (no gradient through the scale), the
+      reference's optional `normalize_q_loss`.
 
     **Returns:** `(loss, ActorAux(q_loss, bc_loss, q_mean, action_mse))`.
     """
     means = jax.vmap(actor)(observations)
     q = q_fn(observations, jnp.clip(means, -1.0, 1.0))
     q_loss = -jnp.mean(q)
+    if normalize_q:
+        q_loss = q_loss / jax.lax.stop_gradient(jnp.mean(jnp.abs(q)) + 1e-8)
     bc = -alpha * jnp.mean(gaussian_log_prob(means, actions))
     mse = jnp.mean(jnp.square(means - actions))
     return q_loss + bc, ActorAux(q_loss, bc, jnp.mean(q), mse)

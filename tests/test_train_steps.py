@@ -1,0 +1,202 @@
+"""The composed training steps: what each update touches, target EMA and reset, blocks and seeds."""
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from conftest import tree_allclose
+
+import infom
+
+
+OBS, ACT = 4, 2
+CONFIG = infom.InFOMConfig(
+    network=infom.NetworkConfig(hidden_dims=(16, 16), latent_dim=3), batch_size=8, num_futures=4
+)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    rng = np.random.default_rng(0)
+    n = 300
+    obs = np.cumsum(rng.normal(size=(n, OBS)), axis=0).astype(np.float32) * 0.1
+    actions = rng.uniform(-1, 1, (n, ACT)).astype(np.float32)
+    terminals = np.zeros(n, bool)
+    terminals[99::100] = True
+    rewards = -np.abs(obs[:, 0]).astype(np.float32)
+    raw = infom.Dataset.from_arrays(obs, actions, terminals=terminals, rewards=rewards)
+    normalizer = infom.fit_normalizer(raw.observations)
+    return infom.normalize_dataset(raw, normalizer), normalizer
+
+
+@pytest.fixture(scope="module")
+def optim():
+    return infom.make_optimizer(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def state(dataset, optim):
+    return infom.init_train_state(OBS, ACT, dataset[1], CONFIG, optim, key=jr.key(0))
+
+
+def _batch(dataset, key):
+    return infom.sample_batch(dataset[0], key, CONFIG.batch_size)
+
+
+def _changed(a, b):
+    return not tree_allclose(a, b, rtol=0, atol=0)
+
+
+_pretrain_step = eqx.filter_jit(infom.pretrain_step)
+_finetune_step = eqx.filter_jit(infom.finetune_step)
+
+
+def test_pretraining_moves_encoder_field_actor_but_not_reward_or_critic(state, dataset, optim, getkey):
+    new, metrics = _pretrain_step(state, _batch(dataset, getkey()), key=getkey(), config=CONFIG, optim=optim)
+    m0, m1 = state.models, new.models
+    assert _changed(m0.encoder, m1.encoder) and _changed(m0.field, m1.field) and _changed(m0.actor, m1.actor)
+    assert not _changed(m0.reward, m1.reward) and not _changed(m0.critic, m1.critic)
+    assert int(new.step) == 1
+    np.testing.assert_allclose(metrics.loss, metrics.flow_loss + CONFIG.kl_weight * metrics.kl + metrics.bc_loss,
+                               rtol=1e-5)
+
+
+def test_target_field_is_the_ema_of_the_online_field(state, dataset, optim, getkey):
+    new, _ = _pretrain_step(state, _batch(dataset, getkey()), key=getkey(), config=CONFIG, optim=optim)
+    expected = infom.ema_update(state.target_field, new.models.field, CONFIG.tau)
+    assert tree_allclose(new.target_field, expected, rtol=1e-6, atol=1e-8)
+    assert _changed(new.target_field, state.target_field)
+
+
+def test_start_finetuning_resets_the_target_to_the_online_field(state, dataset, optim, getkey):
+    new, _ = _pretrain_step(state, _batch(dataset, getkey()), key=getkey(), config=CONFIG, optim=optim)
+    assert _changed(new.target_field, new.models.field)
+    reset = infom.start_finetuning(new)
+    assert tree_allclose(reset.target_field, reset.models.field, rtol=0, atol=0)
+    assert tree_allclose(reset.models, new.models, rtol=0, atol=0)
+
+
+def _finetune_grads(state, batch, key, update_actor, config=CONFIG):
+    return _jit_finetune_grads(state, batch, key, jnp.asarray(update_actor), config)
+
+
+@eqx.filter_jit
+def _jit_finetune_grads(state, batch, key, update_actor, config):
+    return eqx.filter_grad(
+        lambda m: infom.finetune_loss(
+            m, state.target_field, batch, key=key, config=config, update_actor=update_actor,
+            clip=(state.normalizer.lower, state.normalizer.upper),
+        ),
+        has_aux=True,
+    )(state.models)[0]
+
+
+def _zero(tree):
+    return all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(eqx.filter(tree, eqx.is_array)))
+
+
+def test_finetuning_gradients_reach_every_network_and_the_actor_only_on_actor_steps(state, dataset, getkey):
+    batch, key = _batch(dataset, getkey()), getkey()
+    with_actor = _finetune_grads(state, batch, key, True)
+    without_actor = _finetune_grads(state, batch, key, False)
+    for name in ("encoder", "field", "reward", "critic", "actor"):
+        assert not _zero(getattr(with_actor, name)), name
+    assert _zero(without_actor.actor)
+    for name in ("encoder", "field", "reward", "critic"):
+        assert tree_allclose(getattr(with_actor, name), getattr(without_actor, name), rtol=1e-6, atol=1e-7), name
+
+
+def test_critic_targets_carry_no_gradient_into_field_or_reward(state, dataset, getkey):
+    """The field's gradient equals that of the occupancy loss alone; the reward's that of its regression."""
+    batch, key = _batch(dataset, getkey()), getkey()
+    grads = _finetune_grads(state, batch, key, False)
+    flow_key = jr.split(key, 3)[0]
+    flow_grad = eqx.filter_grad(
+        lambda f: infom.sarsa_flow_loss(f, state.models.encoder, state.target_field, batch, key=flow_key,
+                                        gamma=CONFIG.gamma, kl_weight=CONFIG.kl_weight,
+                                        clip=(state.normalizer.lower, state.normalizer.upper))[0]
+    )(state.models.field)
+    assert tree_allclose(grads.field, flow_grad, rtol=1e-4, atol=1e-6)
+    reward_grad = eqx.filter_grad(lambda r: infom.reward_loss(r, batch.observations, batch.rewards)[0])(
+        state.models.reward
+    )
+    assert tree_allclose(grads.reward, reward_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_actor_updates_every_actor_freq_steps_in_a_block(state, dataset, optim, getkey):
+    s = infom.start_finetuning(state)
+    s, metrics = infom.finetune_block(s, dataset[0], key=getkey(), num_updates=8, config=CONFIG, optim=optim)
+    np.testing.assert_array_equal(np.asarray(metrics.actor_updated), (np.arange(1, 9) % 4) == 0)
+    assert int(s.step) == 8 and metrics.loss.shape == (8,)
+
+
+def test_block_equals_the_same_steps_taken_one_by_one(state, dataset, optim, getkey):
+    key = getkey()
+    block_state, block_metrics = infom.pretrain_block(state, dataset[0], key=key, num_updates=3, config=CONFIG,
+                                                      optim=optim)
+    s, losses = state, []
+    for k in jr.split(key, 3):
+        batch_key, step_key = jr.split(k)
+        s, m = _pretrain_step(s, _batch(dataset, batch_key), key=step_key, config=CONFIG, optim=optim)
+        losses.append(float(m.loss))
+    np.testing.assert_allclose(block_metrics.loss, losses, rtol=1e-5)
+    assert tree_allclose(block_state.models, s.models, rtol=1e-5, atol=1e-6)
+
+
+def test_seeds_vmapped_in_one_program_equal_separate_runs(dataset, optim):
+    keys = jr.split(jr.key(3), 2)
+    init = lambda k: infom.init_train_state(OBS, ACT, dataset[1], CONFIG, optim, key=k)
+    block = lambda s, k: infom.pretrain_block(s, dataset[0], key=k, num_updates=2, config=CONFIG, optim=optim)
+    states, metrics = eqx.filter_vmap(block)(eqx.filter_vmap(init)(keys), keys)
+    assert metrics.loss.shape == (2, 2)
+    single, single_metrics = block(init(keys[1]), keys[1])
+    np.testing.assert_allclose(metrics.loss[1], single_metrics.loss, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"policy_extraction": "standard_gpi", "num_gpi_intentions": 2},
+        {"policy_extraction": "one_step"},
+        {"critic_intentions": "encoder", "intention_sharing": "per_future"},
+        {"target_form": "td2", "clip_futures": False},
+    ],
+    ids=["standard-gpi", "one-step", "encoder-per-future", "td2-noclip"],
+)
+def test_ablations_run_and_give_finite_losses(state, dataset, getkey, overrides):
+    config = dataclasses.replace(CONFIG, **overrides)
+    grads = _finetune_grads(infom.start_finetuning(state), _batch(dataset, getkey()), getkey(), True, config)
+    assert not _zero(grads.actor)
+    if overrides.get("policy_extraction") == "standard_gpi":
+        assert _zero(grads.critic)  # no critic: the actor differentiates through the ODE
+
+
+def test_fom_without_intentions(dataset, getkey):
+    config = dataclasses.replace(
+        CONFIG, network=dataclasses.replace(CONFIG.network, latent_dim=0), policy_extraction="one_step"
+    )
+    optim = infom.make_optimizer(config)
+    s = infom.init_train_state(OBS, ACT, dataset[1], config, optim, key=getkey())
+    s, m = infom.pretrain_block(s, dataset[0], key=getkey(), num_updates=2, config=config, optim=optim)
+    assert float(m.kl[-1]) == 0.0 and bool(jnp.all(jnp.isfinite(m.loss)))
+
+
+def test_policy_actions_normalise_raw_observations_and_clip(state, dataset):
+    raw = jnp.asarray(np.random.default_rng(1).normal(size=(5, OBS)), dtype=jnp.float32)
+    actions = infom.policy_actions(state, raw)
+    want = jnp.clip(jax.vmap(state.models.actor)(state.normalizer.normalize(raw)), -1, 1)
+    np.testing.assert_allclose(actions, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("gamma", 1.0), ("expectile", 0.4), ("tau", 1.5), ("batch_size", 0), ("policy_extraction", "max"),
+     ("kl_weight", -1.0), ("learning_rate", 0.0)],
+)
+def test_infom_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises((ValueError, TypeError), match=field):
+        dataclasses.replace(infom.InFOMConfig(), **{field: value})
