@@ -8,9 +8,19 @@ import importlib.metadata
 
 from jaxtyping import install_import_hook
 
+# Configs validate themselves in `__post_init__` (a ValueError naming the field), so they stay
+# outside the hook and accept e.g. `alpha=30` for a float field.
+from ._config import InFOMConfig as InFOMConfig, NetworkConfig as NetworkConfig
+from ._presets import (
+    PRESETS as PRESETS,
+    Preset as Preset,
+    RunConfig as RunConfig,
+    apply_overrides as apply_overrides,
+    get_preset as get_preset,
+)
+
 
 with install_import_hook("infom", "beartype.beartype"):
-    from ._config import InFOMConfig as InFOMConfig, NetworkConfig as NetworkConfig
     from ._data import (
         Dataset as Dataset,
         DatasetError as DatasetError,
@@ -73,6 +83,16 @@ with install_import_hook("infom", "beartype.beartype"):
         generate_dataset as generate_dataset,
         load_ogbench as load_ogbench,
         validate_ogbench_file as validate_ogbench_file,
+    )
+    from ._run import (
+        NonFiniteLossError as NonFiniteLossError,
+        RunData as RunData,
+        RunResult as RunResult,
+        evaluate_run as evaluate_run,
+        load_run as load_run,
+        load_task_data as load_task_data,
+        make_policy as make_policy,
+        train as train,
     )
     from ._sampling import (
         ClipToBox as ClipToBox,

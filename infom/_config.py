@@ -54,12 +54,13 @@ class NetworkConfig:
         for width in self.hidden_dims:
             _check_positive_int("NetworkConfig", "hidden_dims", width)
         if not isinstance(self.latent_dim, int) or isinstance(self.latent_dim, bool) or self.latent_dim < 0:
-            raise ValueError(f"NetworkConfig.latent_dim must be a non-negative integer, got {self.latent_dim!r}")
+            raise ValueError(
+                f"NetworkConfig.latent_dim must be a non-negative integer, got {self.latent_dim!r}"
+            )
         _check_positive_int("NetworkConfig", "num_critic_heads", self.num_critic_heads)
         if not self.actor_mean_init_scale > 0:
             raise ValueError(
-                "NetworkConfig.actor_mean_init_scale must be positive, "
-                f"got {self.actor_mean_init_scale!r}"
+                f"NetworkConfig.actor_mean_init_scale must be positive, got {self.actor_mean_init_scale!r}"
             )
 
 
@@ -156,4 +157,6 @@ class InFOMConfig:
         _check_choice(owner, "critic_intentions", self.critic_intentions, CriticIntentions)
         _check_choice(owner, "intention_sharing", self.intention_sharing, IntentionSharing)
         if self.policy_extraction == "standard_gpi" and self.network.latent_dim == 0:
-            raise ValueError(f"{owner}.policy_extraction='standard_gpi' needs intentions (network.latent_dim > 0)")
+            raise ValueError(
+                f"{owner}.policy_extraction='standard_gpi' needs intentions (network.latent_dim > 0)"
+            )

@@ -60,9 +60,7 @@ def encode(
         )
     lead = next_observations.shape[:-1]
     size = math.prod(lead)
-    mean, log_std = jax.vmap(encoder)(
-        next_observations.reshape(size, -1), next_actions.reshape(size, -1)
-    )
+    mean, log_std = jax.vmap(encoder)(next_observations.reshape(size, -1), next_actions.reshape(size, -1))
     mean = mean.reshape(lead + mean.shape[-1:])
     log_std = log_std.reshape(lead + log_std.shape[-1:])
     eps = jr.normal(key, mean.shape, dtype=mean.dtype)
@@ -192,15 +190,22 @@ def sarsa_flow_loss(
     target_cond = field_conditioning(target_field, s_next, a_next, z_frozen)
     if target_form == "infom":
         x1_future = solve_flow(
-            target_field, x0_future, conditioning=target_cond, num_steps=num_flow_steps,
-            clip=clip, solver=solver,
+            target_field,
+            x0_future,
+            conditioning=target_cond,
+            num_steps=num_flow_steps,
+            clip=clip,
+            solver=solver,
         )
         x_t_future = t_col * x1_future + (1.0 - t_col) * x0_future
     elif target_form == "td2":
         x_t_future = solve_flow(
-            _TimeRescaled(target_field), x0_future,
+            _TimeRescaled(target_field),
+            x0_future,
             conditioning=jnp.concatenate([target_cond, t_col], axis=-1),
-            num_steps=num_flow_steps, clip=clip, solver=solver,
+            num_steps=num_flow_steps,
+            clip=clip,
+            solver=solver,
         )
     else:
         raise ValueError(f"target_form must be 'infom' or 'td2', got {target_form!r}")

@@ -134,8 +134,10 @@ class IntentionEncoder(eqx.Module):
     ) -> tuple[Float[Array, " latent_dim"], Float[Array, " latent_dim"]]:
         """Returns `(mean, log_std)` of the intention posterior for one `(s', a')`."""
         _check_input_dims(
-            "IntentionEncoder", self.trunk.layers[0].in_features,
-            next_observation=next_observation, next_action=next_action,
+            "IntentionEncoder",
+            self.trunk.layers[0].in_features,
+            next_observation=next_observation,
+            next_action=next_action,
         )
         h = self.trunk(jnp.concatenate([next_observation, next_action]))
         return self.mean_head(h), self.log_std_head(h)
@@ -225,8 +227,11 @@ class VectorField(AbstractVectorField):
     ) -> Float[Array, " width"]:
         """The first layer's conditioning part `W_c [s, a, z] + b` for one `(s, a, z)`."""
         _check_input_dims(
-            "VectorField.condition", self.weight_cond.shape[1],
-            observation=observation, action=action, intention=intention,
+            "VectorField.condition",
+            self.weight_cond.shape[1],
+            observation=observation,
+            action=action,
+            intention=intention,
         )
         return self.weight_cond @ jnp.concatenate([observation, action, intention]) + self.bias
 
@@ -380,4 +385,3 @@ def init_models(
             key=actor_key,
         ),
     )
-

@@ -286,11 +286,10 @@ def mc_q(
     return jnp.mean(rewards, axis=-2) / (1.0 - gamma)
 
 
-def standard_gpi(q_values: Float[Array, "num_intentions *batch"]) -> Float[Array, "*batch"]:
+def standard_gpi(q_values: Float[Array, "num_intentions *batch"]) -> Float[Array, "*batch"]:  # noqa: F821
     """Standard generalised policy improvement: `Q(s, a) = max_k Q_hat(s, a, z_k)`.
 
     This is the paper's "standard GPI" ablation over a finite set of intentions; the
     default method replaces it by [`expectile_distill`][].
     """
     return jnp.max(q_values, axis=0)
-

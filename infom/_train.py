@@ -5,6 +5,7 @@ functions built from the core losses; `pretrain_block` / `finetune_block` run `K
 one `lax.scan` with the in-jit transition sampler, so Python is touched once per block.
 """
 
+import functools
 from typing import NamedTuple
 
 import equinox as eqx
@@ -55,8 +56,13 @@ class TrainState(eqx.Module):
     step: Int[Array, ""]
 
 
+@functools.lru_cache(maxsize=32)
 def make_optimizer(config: InFOMConfig) -> optax.GradientTransformation:
-    """Adam with the config's learning rate (the paper's optimiser)."""
+    """Adam with the config's learning rate (the paper's optimiser).
+
+    Cached per config, so that compiled blocks (which take the optimiser as a static
+    argument) are reused across runs with equal configs.
+    """
     return optax.adam(config.learning_rate)
 
 
@@ -126,8 +132,15 @@ def _clip(state: TrainState, config: InFOMConfig) -> tuple[Array, Array] | None:
 
 def _flow_terms(models: Models, target_field: VectorField, batch: Batch, key, config, clip):
     return sarsa_flow_loss(
-        models.field, models.encoder, target_field, batch, key=key, gamma=config.gamma,
-        kl_weight=config.kl_weight, num_flow_steps=config.num_flow_steps, clip=clip,
+        models.field,
+        models.encoder,
+        target_field,
+        batch,
+        key=key,
+        gamma=config.gamma,
+        kl_weight=config.kl_weight,
+        num_flow_steps=config.num_flow_steps,
+        clip=clip,
         target_form=config.target_form,
     )
 
@@ -148,7 +161,9 @@ def pretrain_loss(
         bc, _ = bc_loss(models.actor, batch.observations, batch.actions)
     else:
         bc = jnp.zeros((), dtype=flow.dtype)
-    metrics = PretrainMetrics(flow + bc, flow_aux.flow_loss, flow_aux.current_loss, flow_aux.future_loss, flow_aux.kl, bc)
+    metrics = PretrainMetrics(
+        flow + bc, flow_aux.flow_loss, flow_aux.current_loss, flow_aux.future_loss, flow_aux.kl, bc
+    )
     return flow + bc, metrics
 
 
@@ -180,8 +195,14 @@ def mc_q_targets(
     z = _critic_intentions(models, batch, z_key, config)
     size = batch.observations.shape[0]
     futures = sample_future(
-        frozen(models.field), batch.observations, batch.actions, z, key=future_key,
-        shape=(config.num_futures, size), num_steps=config.num_flow_steps, clip=clip,
+        frozen(models.field),
+        batch.observations,
+        batch.actions,
+        z,
+        key=future_key,
+        shape=(config.num_futures, size),
+        num_steps=config.num_flow_steps,
+        clip=clip,
     )
     return jax.lax.stop_gradient(mc_q(frozen(models.reward), futures, gamma=config.gamma))
 
@@ -196,9 +217,14 @@ def _q_function(models: Models, key: PRNGKeyArray, config: InFOMConfig, clip):
             size, latent = observations.shape[0], config.network.latent_dim
             z = jr.normal(z_key, (config.num_gpi_intentions, 1, size, latent), dtype=observations.dtype)
             futures = sample_future(
-                field, observations, actions, z, key=future_key,
+                field,
+                observations,
+                actions,
+                z,
+                key=future_key,
                 shape=(config.num_gpi_intentions, config.num_futures, size),
-                num_steps=config.num_flow_steps, clip=clip,
+                num_steps=config.num_flow_steps,
+                clip=clip,
             )
             return standard_gpi(mc_q(reward, futures, gamma=config.gamma))
 
@@ -246,8 +272,12 @@ def finetune_loss(
 
     def with_actor(models):
         return actor_loss(
-            models.actor, _q_function(models, actor_key, config, clip), s, a,
-            alpha=config.alpha, normalize_q=config.normalize_q_loss,
+            models.actor,
+            _q_function(models, actor_key, config, clip),
+            s,
+            a,
+            alpha=config.alpha,
+            normalize_q=config.normalize_q_loss,
         )
 
     def without_actor(models):
@@ -258,10 +288,20 @@ def finetune_loss(
     actor, actor_aux = jax.lax.cond(update_actor, with_actor, without_actor, models)
     total = reward + flow + critic + actor
     metrics = FinetuneMetrics(
-        loss=total, reward_loss=reward, flow_loss=flow_aux.flow_loss, current_loss=flow_aux.current_loss,
-        future_loss=flow_aux.future_loss, kl=flow_aux.kl, critic_loss=critic, q_mean=q_mean,
-        q_target_mean=q_target_mean, actor_loss=actor, q_loss=actor_aux.q_loss, bc_loss=actor_aux.bc_loss,
-        action_mse=actor_aux.action_mse, actor_updated=update_actor,
+        loss=total,
+        reward_loss=reward,
+        flow_loss=flow_aux.flow_loss,
+        current_loss=flow_aux.current_loss,
+        future_loss=flow_aux.future_loss,
+        kl=flow_aux.kl,
+        critic_loss=critic,
+        q_mean=q_mean,
+        q_target_mean=q_target_mean,
+        actor_loss=actor,
+        q_loss=actor_aux.q_loss,
+        bc_loss=actor_aux.bc_loss,
+        action_mse=actor_aux.action_mse,
+        actor_updated=update_actor,
     )
     _ = reward_aux
     return total, metrics
@@ -282,19 +322,31 @@ def _apply_gradients(state: TrainState, grads: Models, optim, config: InFOMConfi
 
 
 def pretrain_step(
-    state: TrainState, batch: Batch, *, key: PRNGKeyArray, config: InFOMConfig, optim: optax.GradientTransformation
+    state: TrainState,
+    batch: Batch,
+    *,
+    key: PRNGKeyArray,
+    config: InFOMConfig,
+    optim: optax.GradientTransformation,
 ) -> tuple[TrainState, PretrainMetrics]:
     """One pre-training update: gradients of [`pretrain_loss`][] for all networks, an Adam
     step, and the EMA target update `v_bar <- tau v + (1 - tau) v_bar`."""
     grads, metrics = eqx.filter_grad(
-        lambda m: pretrain_loss(m, state.target_field, batch, key=key, config=config, clip=_clip(state, config)),
+        lambda m: pretrain_loss(
+            m, state.target_field, batch, key=key, config=config, clip=_clip(state, config)
+        ),
         has_aux=True,
     )(state.models)
     return _apply_gradients(state, grads, optim, config), metrics
 
 
 def finetune_step(
-    state: TrainState, batch: Batch, *, key: PRNGKeyArray, config: InFOMConfig, optim: optax.GradientTransformation
+    state: TrainState,
+    batch: Batch,
+    *,
+    key: PRNGKeyArray,
+    config: InFOMConfig,
+    optim: optax.GradientTransformation,
 ) -> tuple[TrainState, FinetuneMetrics]:
     """One fine-tuning update: gradients of [`finetune_loss`][] (the actor term only when
     `(state.step + 1) % config.actor_freq == 0`, as in the reference), an Adam step, and
@@ -302,7 +354,12 @@ def finetune_step(
     update_actor = (state.step + 1) % config.actor_freq == 0
     grads, metrics = eqx.filter_grad(
         lambda m: finetune_loss(
-            m, state.target_field, batch, key=key, config=config, update_actor=update_actor,
+            m,
+            state.target_field,
+            batch,
+            key=key,
+            config=config,
+            update_actor=update_actor,
             clip=_clip(state, config),
         ),
         has_aux=True,

@@ -2,6 +2,10 @@
 
 import os
 
+
+# Tests never render; keep MuJoCo (imported by OGBench) from probing for a display.
+os.environ.setdefault("MUJOCO_GL", "disable")
+
 import equinox as eqx
 import hypothesis
 import jax
@@ -16,14 +20,23 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # JAX compiles on the first example of every property test, which trips hypothesis's
 # default deadline; shapes are kept fixed so there are few recompiles.
 hypothesis.settings.register_profile(
-    "dev", deadline=None, max_examples=10, print_blob=True,
+    "dev",
+    deadline=None,
+    max_examples=10,
+    print_blob=True,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
 hypothesis.settings.register_profile(
-    "ci", deadline=None, max_examples=10, derandomize=True, print_blob=True,
+    "ci",
+    deadline=None,
+    max_examples=10,
+    derandomize=True,
+    print_blob=True,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
-hypothesis.settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+hypothesis.settings.load_profile(
+    "ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev")
+)
 
 
 @pytest.fixture
@@ -45,6 +58,4 @@ def tree_allclose(x, y, *, rtol=1e-5, atol=1e-6) -> bool:
     if jax.tree.structure(x_arrays) != jax.tree.structure(y_arrays):
         return False
     leaves = zip(jax.tree.leaves(x_arrays), jax.tree.leaves(y_arrays), strict=True)
-    return all(
-        a.shape == b.shape and bool(jnp.allclose(a, b, rtol=rtol, atol=atol)) for a, b in leaves
-    )
+    return all(a.shape == b.shape and bool(jnp.allclose(a, b, rtol=rtol, atol=atol)) for a, b in leaves)

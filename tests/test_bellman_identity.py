@@ -29,7 +29,9 @@ POINTS = [(1.5, 1.0), (-1.0, -0.5), (0.0, 0.0)]
 
 def _train(target_form, *, steps=STEPS, seed=0):
     """A plain user training loop composed from the public functions (optax + lax.scan)."""
-    models = infom.init_models(1, 1, infom.NetworkConfig(hidden_dims=(64, 64, 64), latent_dim=2), key=jr.key(seed))
+    models = infom.init_models(
+        1, 1, infom.NetworkConfig(hidden_dims=(64, 64, 64), latent_dim=2), key=jr.key(seed)
+    )
     trainable, target = (models.field, models.encoder), models.field
     optim = optax.adam(1e-3)
 

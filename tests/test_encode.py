@@ -58,11 +58,15 @@ def test_kl_to_prior_is_nonnegative(mean, log_std):
 def test_kl_to_prior_is_zero_iff_standard_normal(mean, log_std):
     kl = float(infom.kl_to_prior(jnp.asarray(mean), jnp.asarray(log_std)))
     is_standard = np.allclose(mean, 0) and np.allclose(log_std, 0)
-    assert (kl < 1e-6) == is_standard or (kl < 1e-4 and np.abs(mean).max() < 1e-2 and np.abs(log_std).max() < 1e-2)
+    assert (kl < 1e-6) == is_standard or (
+        kl < 1e-4 and np.abs(mean).max() < 1e-2 and np.abs(log_std).max() < 1e-2
+    )
     assert float(infom.kl_to_prior(jnp.zeros(LATENT), jnp.zeros(LATENT))) == 0.0
 
 
-@hypothesis.given(mean=_vectors, log_std=hnp.arrays(np.float32, (LATENT,), elements=st.floats(-1, 1, width=32)))
+@hypothesis.given(
+    mean=_vectors, log_std=hnp.arrays(np.float32, (LATENT,), elements=st.floats(-1, 1, width=32))
+)
 def test_kl_to_prior_matches_closed_form_per_dimension(mean, log_std):
     """KL(N(m, s^2) || N(0, 1)) = log(1/s) + (s^2 + m^2)/2 - 1/2, summed over dimensions."""
     s = np.exp(log_std.astype(np.float64))

@@ -14,19 +14,33 @@ OBS, ACT, LATENT, B = 3, 2, 4, 5
 
 @pytest.fixture(scope="module")
 def models():
-    return infom.init_models(OBS, ACT, infom.NetworkConfig(hidden_dims=(8,), latent_dim=LATENT), key=jr.key(0))
+    return infom.init_models(
+        OBS, ACT, infom.NetworkConfig(hidden_dims=(8,), latent_dim=LATENT), key=jr.key(0)
+    )
 
 
 def test_batch_with_inconsistent_batch_size_names_the_field():
     with pytest.raises(TypeCheckError, match="rewards"):
-        infom.Batch(jnp.zeros((B, OBS)), jnp.zeros((B, ACT)), jnp.zeros((B, OBS)), jnp.zeros((B, ACT)),
-                    jnp.zeros(B + 1), jnp.ones(B))
+        infom.Batch(
+            jnp.zeros((B, OBS)),
+            jnp.zeros((B, ACT)),
+            jnp.zeros((B, OBS)),
+            jnp.zeros((B, ACT)),
+            jnp.zeros(B + 1),
+            jnp.ones(B),
+        )
 
 
 def test_integer_observations_are_rejected_by_name():
     with pytest.raises(TypeCheckError, match="observations"):
-        infom.Batch(jnp.zeros((B, OBS), dtype=jnp.int32), jnp.zeros((B, ACT)), jnp.zeros((B, OBS)),
-                    jnp.zeros((B, ACT)), jnp.zeros(B), jnp.ones(B))
+        infom.Batch(
+            jnp.zeros((B, OBS), dtype=jnp.int32),
+            jnp.zeros((B, ACT)),
+            jnp.zeros((B, OBS)),
+            jnp.zeros((B, ACT)),
+            jnp.zeros(B),
+            jnp.ones(B),
+        )
 
 
 def test_encode_with_mismatched_leading_axes_names_next_actions(models):
@@ -46,14 +60,20 @@ def test_kl_with_mismatched_latent_sizes_names_log_std():
 
 def test_sample_future_with_wrong_action_width_names_action(models):
     with pytest.raises(ValueError, match="action"):
-        infom.sample_future(models.field, jnp.zeros((B, OBS)), jnp.zeros((B, ACT + 1)), jnp.zeros((B, LATENT)),
-                            key=jr.key(0))
+        infom.sample_future(
+            models.field, jnp.zeros((B, OBS)), jnp.zeros((B, ACT + 1)), jnp.zeros((B, LATENT)), key=jr.key(0)
+        )
 
 
 def test_sample_future_with_non_float_intentions_names_intentions(models):
     with pytest.raises(TypeCheckError, match="intentions"):
-        infom.sample_future(models.field, jnp.zeros((B, OBS)), jnp.zeros((B, ACT)),
-                            jnp.zeros((B, LATENT), dtype=jnp.int32), key=jr.key(0))
+        infom.sample_future(
+            models.field,
+            jnp.zeros((B, OBS)),
+            jnp.zeros((B, ACT)),
+            jnp.zeros((B, LATENT), dtype=jnp.int32),
+            key=jr.key(0),
+        )
 
 
 def test_mc_q_with_missing_batch_axis_names_futures(models):

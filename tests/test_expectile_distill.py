@@ -44,7 +44,9 @@ def _expectile(samples, mu):
 
 
 @hypothesis.given(
-    samples=hnp.arrays(np.float32, (12,), elements=st.floats(-5, 5, width=32)).filter(lambda x: np.ptp(x) > 0.1),
+    samples=hnp.arrays(np.float32, (12,), elements=st.floats(-5, 5, width=32)).filter(
+        lambda x: np.ptp(x) > 0.1
+    ),
     mu=st.floats(0.5, 0.98),
 )
 def test_expectile_lies_between_mean_and_max_and_grows_with_mu(samples, mu):
@@ -106,13 +108,17 @@ def test_distilled_critic_approaches_max_over_intentions_as_mu_grows(getkey):
     def fit(critic, mu):
         def step(carry, _):
             critic, opt_state = carry
-            grads = eqx.filter_grad(lambda c: infom.expectile_distill(c, s, a, targets, expectile=mu)[0])(critic)
+            grads = eqx.filter_grad(lambda c: infom.expectile_distill(c, s, a, targets, expectile=mu)[0])(
+                critic
+            )
             with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes dtypes
                 updates, opt_state = optim.update(grads, opt_state)
             return (eqx.apply_updates(critic, updates), opt_state), None
 
         critic0 = critic
-        (critic, _), _ = jax.lax.scan(step, (critic0, optim.init(eqx.filter(critic0, eqx.is_array))), None, 600)
+        (critic, _), _ = jax.lax.scan(
+            step, (critic0, optim.init(eqx.filter(critic0, eqx.is_array))), None, 600
+        )
         return jnp.mean(critic(s[0], a[0]))
 
     critic = infom.Critic(OBS, ACT, (16,), key=getkey())

@@ -67,14 +67,18 @@ def test_actor_loss_gives_no_gradient_to_the_critic(models, getkey):
 
 @hypothesis.given(tau=st.floats(0.0, 1.0))
 def test_ema_update_is_convex_combination(models, tau):
-    target = infom.init_models(OBS, ACT, infom.NetworkConfig(hidden_dims=(16, 16), latent_dim=4), key=jr.key(9)).field
+    target = infom.init_models(
+        OBS, ACT, infom.NetworkConfig(hidden_dims=(16, 16), latent_dim=4), key=jr.key(9)
+    ).field
     new = infom.ema_update(target, models.field, tau)
     expected = jax.tree.map(lambda t, o: tau * o + (1 - tau) * t, target, models.field)
     assert tree_allclose(new, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_ema_update_endpoints_and_reset(models):
-    target = infom.init_models(OBS, ACT, infom.NetworkConfig(hidden_dims=(16, 16), latent_dim=4), key=jr.key(9)).field
+    target = infom.init_models(
+        OBS, ACT, infom.NetworkConfig(hidden_dims=(16, 16), latent_dim=4), key=jr.key(9)
+    ).field
     assert tree_allclose(infom.ema_update(target, models.field, 0.0), target, rtol=0, atol=0)
     assert tree_allclose(infom.ema_update(target, models.field, 1.0), models.field, rtol=0, atol=0)
     reset = infom.reset_target(models.field)

@@ -34,7 +34,9 @@ def _unsplit_field(field, t, x, s, a, z):
 def test_split_first_layer_equals_one_mlp_on_the_concatenation(layer_norm, getkey):
     field = infom.VectorField(OBS, ACT, LATENT, (32, 32), layer_norm=layer_norm, key=getkey())
     t, x, s, a, z = 0.3, *(jr.normal(getkey(), (d,)) for d in (OBS, OBS, ACT, LATENT))
-    np.testing.assert_allclose(field(t, x, s, a, z), _unsplit_field(field, t, x, s, a, z), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        field(t, x, s, a, z), _unsplit_field(field, t, x, s, a, z), rtol=1e-5, atol=1e-6
+    )
     cond = field.condition(s, a, z)
     np.testing.assert_array_equal(field.velocity(t, x, cond), field(t, x, s, a, z))
 
@@ -88,8 +90,13 @@ def test_models_are_pytrees_of_arrays_only(models):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("hidden_dims", ()), ("hidden_dims", (0, 4)), ("latent_dim", 0), ("num_critic_heads", -1),
-     ("actor_mean_init_scale", 0.0)],
+    [
+        ("hidden_dims", ()),
+        ("hidden_dims", (0, 4)),
+        ("latent_dim", 0),
+        ("num_critic_heads", -1),
+        ("actor_mean_init_scale", 0.0),
+    ],
 )
 def test_network_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):

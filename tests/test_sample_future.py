@@ -84,8 +84,14 @@ def test_exact_gaussian_field_transports_noise_to_target_moments(getkey):
     s = jnp.broadcast_to(m, (1, OBS))
     a, z = jnp.zeros((1, ACT)), jnp.zeros((1, LATENT))
     samples = infom.sample_future(
-        GaussianField(sigma), s, a, z, key=getkey(), shape=(n, 1),
-        solver=diffrax.Tsit5(), num_steps=50,
+        GaussianField(sigma),
+        s,
+        a,
+        z,
+        key=getkey(),
+        shape=(n, 1),
+        solver=diffrax.Tsit5(),
+        num_steps=50,
     )[:, 0]
     # Monte-Carlo error of the mean is sigma / sqrt(n) ~ 0.0035; of the std ~ sigma / sqrt(2n).
     np.testing.assert_allclose(samples.mean(0), m, atol=5 * sigma / np.sqrt(n))
@@ -157,8 +163,14 @@ def test_sample_future_rejects_shape_that_drops_conditioning_axes(field, getkey)
 def test_adaptive_solver_runs_and_agrees_with_fine_euler(field, getkey):
     s, a, z, x0 = _inputs(getkey())
     adaptive = infom.solve_flow(
-        field, x0, s, a, z, solver=diffrax.Tsit5(),
-        stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-5), max_steps=256,
+        field,
+        x0,
+        s,
+        a,
+        z,
+        solver=diffrax.Tsit5(),
+        stepsize_controller=diffrax.PIDController(rtol=1e-5, atol=1e-5),
+        max_steps=256,
     )
     fine = infom.solve_flow(field, x0, s, a, z, num_steps=400)
     np.testing.assert_allclose(adaptive, fine, atol=2e-3)

@@ -104,7 +104,9 @@ def test_gamma_zero_is_plain_conditional_flow_matching_on_s(models, target_field
 
 
 def test_the_two_noise_draws_differ(models, target_field, getkey):
-    _, _, _, (x0, x0_future) = _oracle_terms(models.field, models.encoder, target_field, _batch(getkey()), getkey())
+    _, _, _, (x0, x0_future) = _oracle_terms(
+        models.field, models.encoder, target_field, _batch(getkey()), getkey()
+    )
     # The library's loss equals this oracle's (test above), whose two draws are independent.
     assert not np.allclose(x0, x0_future)
     assert float(jnp.abs(jnp.corrcoef(x0.ravel(), x0_future.ravel())[0, 1])) < 0.5
@@ -120,7 +122,13 @@ def _field_ignoring_state_and_action(field):
 def test_future_term_vanishes_for_field_ignoring_s_a_that_equals_its_target(models, seed):
     field = _field_ignoring_state_and_action(models.field)
     _, aux = _loss(
-        field, models.encoder, field, _batch(jr.key(seed)), jr.key(seed + 1), jnp.float32(0.9), jnp.float32(0.01)
+        field,
+        models.encoder,
+        field,
+        _batch(jr.key(seed)),
+        jr.key(seed + 1),
+        jnp.float32(0.9),
+        jnp.float32(0.01),
     )
     assert float(aux.future_loss) == 0.0
     assert float(aux.current_loss) > 0.0
@@ -129,7 +137,9 @@ def test_future_term_vanishes_for_field_ignoring_s_a_that_equals_its_target(mode
 def _grads(models, target_field, batch, key, gamma=0.9, kl_weight=0.1):
     def total(trainable):
         field, encoder, target = trainable
-        return infom.sarsa_flow_loss(field, encoder, target, batch, key=key, gamma=gamma, kl_weight=kl_weight)[0]
+        return infom.sarsa_flow_loss(
+            field, encoder, target, batch, key=key, gamma=gamma, kl_weight=kl_weight
+        )[0]
 
     return eqx.filter_grad(total)((models.field, models.encoder, target_field))
 
@@ -186,18 +196,24 @@ def test_td2_evaluates_the_target_at_its_own_ode_point(getkey):
     c = jnp.array([0.5, -1.0, 2.0])
     batch, key = _batch(getkey()), getkey()
     a = infom.sarsa_flow_loss(models.field, models.encoder, ConstantField(c), batch, key=key)[1]
-    b = infom.sarsa_flow_loss(models.field, models.encoder, ConstantField(c), batch, key=key, target_form="td2")[1]
+    b = infom.sarsa_flow_loss(
+        models.field, models.encoder, ConstantField(c), batch, key=key, target_form="td2"
+    )[1]
     np.testing.assert_allclose(a.future_loss, b.future_loss, rtol=1e-5)
 
 
 def test_unknown_target_form_is_rejected(models, target_field, getkey):
     with pytest.raises(Exception, match="target_form"):
-        infom.sarsa_flow_loss(models.field, models.encoder, target_field, _batch(getkey()), key=getkey(), target_form="x")
+        infom.sarsa_flow_loss(
+            models.field, models.encoder, target_field, _batch(getkey()), key=getkey(), target_form="x"
+        )
 
 
 def test_loss_is_jittable_and_vmappable_over_kl_weight(models, target_field, getkey):
     batch, key = _batch(getkey()), getkey()
     weights = jnp.array([0.0, 0.1, 1.0])
-    losses = jax.vmap(lambda w: _loss(models.field, models.encoder, target_field, batch, key, 0.99, w)[0])(weights)
+    losses = jax.vmap(lambda w: _loss(models.field, models.encoder, target_field, batch, key, 0.99, w)[0])(
+        weights
+    )
     kl = _loss(models.field, models.encoder, target_field, batch, key, 0.99, 0.0)[1].kl
     np.testing.assert_allclose(losses - losses[0], weights * kl, rtol=1e-4, atol=1e-6)

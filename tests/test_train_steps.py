@@ -61,8 +61,9 @@ def test_pretraining_moves_encoder_field_actor_but_not_reward_or_critic(state, d
     assert _changed(m0.encoder, m1.encoder) and _changed(m0.field, m1.field) and _changed(m0.actor, m1.actor)
     assert not _changed(m0.reward, m1.reward) and not _changed(m0.critic, m1.critic)
     assert int(new.step) == 1
-    np.testing.assert_allclose(metrics.loss, metrics.flow_loss + CONFIG.kl_weight * metrics.kl + metrics.bc_loss,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        metrics.loss, metrics.flow_loss + CONFIG.kl_weight * metrics.kl + metrics.bc_loss, rtol=1e-5
+    )
 
 
 def test_target_field_is_the_ema_of_the_online_field(state, dataset, optim, getkey):
@@ -88,7 +89,12 @@ def _finetune_grads(state, batch, key, update_actor, config=CONFIG):
 def _jit_finetune_grads(state, batch, key, update_actor, config):
     return eqx.filter_grad(
         lambda m: infom.finetune_loss(
-            m, state.target_field, batch, key=key, config=config, update_actor=update_actor,
+            m,
+            state.target_field,
+            batch,
+            key=key,
+            config=config,
+            update_actor=update_actor,
             clip=(state.normalizer.lower, state.normalizer.upper),
         ),
         has_aux=True,
@@ -107,7 +113,9 @@ def test_finetuning_gradients_reach_every_network_and_the_actor_only_on_actor_st
         assert not _zero(getattr(with_actor, name)), name
     assert _zero(without_actor.actor)
     for name in ("encoder", "field", "reward", "critic"):
-        assert tree_allclose(getattr(with_actor, name), getattr(without_actor, name), rtol=1e-6, atol=1e-7), name
+        assert tree_allclose(getattr(with_actor, name), getattr(without_actor, name), rtol=1e-6, atol=1e-7), (
+            name
+        )
 
 
 def test_critic_targets_carry_no_gradient_into_field_or_reward(state, dataset, getkey):
@@ -116,9 +124,16 @@ def test_critic_targets_carry_no_gradient_into_field_or_reward(state, dataset, g
     grads = _finetune_grads(state, batch, key, False)
     flow_key = jr.split(key, 3)[0]
     flow_grad = eqx.filter_grad(
-        lambda f: infom.sarsa_flow_loss(f, state.models.encoder, state.target_field, batch, key=flow_key,
-                                        gamma=CONFIG.gamma, kl_weight=CONFIG.kl_weight,
-                                        clip=(state.normalizer.lower, state.normalizer.upper))[0]
+        lambda f: infom.sarsa_flow_loss(
+            f,
+            state.models.encoder,
+            state.target_field,
+            batch,
+            key=flow_key,
+            gamma=CONFIG.gamma,
+            kl_weight=CONFIG.kl_weight,
+            clip=(state.normalizer.lower, state.normalizer.upper),
+        )[0]
     )(state.models.field)
     assert tree_allclose(grads.field, flow_grad, rtol=1e-4, atol=1e-6)
     reward_grad = eqx.filter_grad(lambda r: infom.reward_loss(r, batch.observations, batch.rewards)[0])(
@@ -136,8 +151,9 @@ def test_actor_updates_every_actor_freq_steps_in_a_block(state, dataset, optim, 
 
 def test_block_equals_the_same_steps_taken_one_by_one(state, dataset, optim, getkey):
     key = getkey()
-    block_state, block_metrics = infom.pretrain_block(state, dataset[0], key=key, num_updates=3, config=CONFIG,
-                                                      optim=optim)
+    block_state, block_metrics = infom.pretrain_block(
+        state, dataset[0], key=key, num_updates=3, config=CONFIG, optim=optim
+    )
     s, losses = state, []
     for k in jr.split(key, 3):
         batch_key, step_key = jr.split(k)
@@ -194,8 +210,15 @@ def test_policy_actions_normalise_raw_observations_and_clip(state, dataset):
 
 @pytest.mark.parametrize(
     "field, value",
-    [("gamma", 1.0), ("expectile", 0.4), ("tau", 1.5), ("batch_size", 0), ("policy_extraction", "max"),
-     ("kl_weight", -1.0), ("learning_rate", 0.0)],
+    [
+        ("gamma", 1.0),
+        ("expectile", 0.4),
+        ("tau", 1.5),
+        ("batch_size", 0),
+        ("policy_extraction", "max"),
+        ("kl_weight", -1.0),
+        ("learning_rate", 0.0),
+    ],
 )
 def test_infom_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises((ValueError, TypeError), match=field):

@@ -1,0 +1,295 @@
+"""Run schedules and the named presets: the paper's per-domain settings and CPU budgets."""
+
+import dataclasses
+import types
+import typing
+from typing import Any, Literal, get_args
+
+from ._config import InFOMConfig, NetworkConfig
+
+
+NormalizerKind = Literal["zscore", "bounded", "none"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """The schedule of a pre-train / fine-tune / evaluate run.
+
+    **Fields:**
+
+    - `pretrain_updates`, `finetune_updates`: numbers of updates (paper: 1,000,000 and 500,000).
+    - `block_size`: updates per compiled `lax.scan` block; Python (progress, metrics,
+      checkpoints) is touched once per block. Must divide both update counts and
+      `eval_interval`.
+    - `eval_interval`: fine-tuning updates between evaluations (paper: 50,000); the policy is
+      also evaluated when fine-tuning starts (the pre-trained behaviour-cloning actor).
+    - `eval_episodes`: evaluation episodes per seed (paper: 50), deterministic actions.
+    - `num_seeds`, `seed`: seeds `seed, seed + 1, ...` are trained together, vmapped in one
+      compiled program.
+    - `obs_normalization`: "zscore" (paper), "bounded" or "none"; fitted on the pre-training
+      data and used everywhere.
+    - `pretrain_episodes`, `finetune_episodes`: dataset sizes to generate when the files are
+      missing (OGBench's published sizes are 1,000 and 500 episodes of 1,001 steps).
+    - `eval_workers`: environment worker processes for evaluation.
+    - `checkpoint_every`: blocks between checkpoints (always also at each evaluation and at
+      the end).
+    """
+
+    pretrain_updates: int = 1_000_000
+    finetune_updates: int = 500_000
+    block_size: int = 1000
+    eval_interval: int = 50_000
+    eval_episodes: int = 50
+    num_seeds: int = 1
+    seed: int = 0
+    obs_normalization: NormalizerKind = "zscore"
+    pretrain_episodes: int = 1000
+    finetune_episodes: int = 500
+    eval_workers: int = 2
+    checkpoint_every: int = 5
+
+    def __post_init__(self):
+        owner = "RunConfig"
+        for name in (
+            "block_size",
+            "eval_interval",
+            "eval_episodes",
+            "num_seeds",
+            "pretrain_episodes",
+            "finetune_episodes",
+            "eval_workers",
+            "checkpoint_every",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+        for name in ("pretrain_updates", "finetune_updates", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{owner}.{name} must be a non-negative integer, got {value!r}")
+        for name in ("pretrain_updates", "finetune_updates", "eval_interval"):
+            if getattr(self, name) % self.block_size:
+                raise ValueError(
+                    f"{owner}.{name} ({getattr(self, name)}) must be a multiple of "
+                    f"{owner}.block_size ({self.block_size})"
+                )
+        if self.obs_normalization not in get_args(NormalizerKind):
+            raise ValueError(
+                f"{owner}.obs_normalization must be one of {get_args(NormalizerKind)}, "
+                f"got {self.obs_normalization!r}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named pair of method hyper-parameters and run schedule."""
+
+    name: str
+    description: str
+    infom: InFOMConfig
+    run: RunConfig
+
+
+# The paper's per-domain settings (ALGORITHM.md): latent dim, lambda_KL, expectile, alpha.
+_DOMAIN_SETTINGS: dict[str, tuple[int, float, float, float]] = {
+    "cheetah": (128, 0.05, 0.9, 0.3),
+    "walker": (512, 0.1, 0.9, 0.3),
+    "quadruped": (512, 0.005, 0.9, 0.3),
+    "jaco": (512, 0.2, 0.9, 0.1),
+    "cube-single": (512, 0.05, 0.95, 30.0),
+    "cube-double": (128, 0.025, 0.9, 30.0),
+    "scene": (128, 0.2, 0.99, 300.0),
+    "puzzle-4x4": (128, 0.1, 0.95, 300.0),
+}
+OGBENCH_DOMAINS = ("cube-single", "cube-double", "scene", "puzzle-4x4")
+
+
+def _paper(domain: str) -> Preset:
+    latent, kl, expectile, alpha = _DOMAIN_SETTINGS[domain]
+    infom = InFOMConfig(
+        network=NetworkConfig(latent_dim=latent), kl_weight=kl, expectile=expectile, alpha=alpha
+    )
+    return Preset(
+        name=domain,
+        description=f"the paper's {domain} setting: 4x512 MLPs, latent {latent}, lambda_KL {kl}, "
+        f"expectile {expectile}, alpha {alpha}; 1M + 500k updates, evaluation every 50k over 50 episodes",
+        infom=infom,
+        run=RunConfig(),
+    )
+
+
+def _cpu(domain: str) -> Preset:
+    _, kl, expectile, alpha = _DOMAIN_SETTINGS[domain]
+    infom = InFOMConfig(
+        network=NetworkConfig(hidden_dims=(256, 256, 256), latent_dim=128),
+        kl_weight=kl,
+        expectile=expectile,
+        alpha=alpha,
+        num_futures=8,
+    )
+    run = RunConfig(
+        pretrain_updates=40_000,
+        finetune_updates=20_000,
+        block_size=500,
+        eval_interval=5_000,
+        eval_episodes=50,
+        pretrain_episodes=300,
+        finetune_episodes=150,
+        checkpoint_every=4,
+    )
+    return Preset(
+        name=f"{domain}-cpu",
+        description=f"a 2-core CPU budget for {domain}: the paper's {domain} loss weights with 3x256 MLPs, "
+        "latent 128, 8 futures; 300 + 150 play episodes, 40k + 20k updates, evaluation every 5k",
+        infom=infom,
+        run=run,
+    )
+
+
+def _smoke(domain: str) -> Preset:
+    _, kl, expectile, alpha = _DOMAIN_SETTINGS[domain]
+    infom = InFOMConfig(
+        network=NetworkConfig(hidden_dims=(64, 64), latent_dim=16),
+        kl_weight=kl,
+        expectile=expectile,
+        alpha=alpha,
+        num_futures=4,
+        batch_size=64,
+    )
+    run = RunConfig(
+        pretrain_updates=200,
+        finetune_updates=200,
+        block_size=50,
+        eval_interval=100,
+        eval_episodes=4,
+        pretrain_episodes=4,
+        finetune_episodes=2,
+        checkpoint_every=1,
+    )
+    return Preset(
+        name=f"{domain}-smoke",
+        description=f"a minutes-long smoke test of the whole pipeline on {domain} (not a meaningful result)",
+        infom=infom,
+        run=run,
+    )
+
+
+PRESETS: dict[str, Preset] = {}
+for _domain in _DOMAIN_SETTINGS:
+    PRESETS[_domain] = _paper(_domain)
+for _domain in OGBENCH_DOMAINS:
+    PRESETS[f"{_domain}-cpu"] = _cpu(_domain)
+    PRESETS[f"{_domain}-smoke"] = _smoke(_domain)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name` (see `PRESETS`), or a `ValueError` listing the names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(PRESETS))}") from None
+
+
+def default_preset_name(env_name: str) -> str:
+    """The CPU-budget preset of the domain an OGBench task name belongs to."""
+    for domain in sorted(OGBENCH_DOMAINS, key=len, reverse=True):
+        if env_name.startswith(domain + "-"):
+            return f"{domain}-cpu"
+    raise ValueError(f"no preset for {env_name!r}: expected an OGBench task of {', '.join(OGBENCH_DOMAINS)}")
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = get_args(annotation)
+        if text not in choices:
+            raise ValueError(f"{key} must be one of {choices}, got {text!r}")
+        return text
+    if origin in (typing.Union, types.UnionType):
+        raise ValueError(f"{key} cannot be set from the command line")
+    if annotation is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key} must be true or false, got {text!r}")
+    if annotation is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{key} must be an integer, got {text!r}") from None
+    if annotation is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{key} must be a number, got {text!r}") from None
+    if origin is tuple:
+        try:
+            return tuple(int(part) for part in text.replace("x", ",").split(",") if part)
+        except ValueError:
+            raise ValueError(f"{key} must be comma-separated integers, got {text!r}") from None
+    raise ValueError(f"{key} cannot be set from the command line")
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def override_keys() -> list[str]:
+    """Every `key` accepted by [`apply_overrides`][]."""
+    keys = [f"network.{name}" for name in _fields(NetworkConfig)]
+    keys += [name for name in _fields(InFOMConfig) if name != "network"]
+    keys += list(_fields(RunConfig))
+    return keys
+
+
+def apply_overrides(
+    infom: InFOMConfig, run: RunConfig, overrides: list[str]
+) -> tuple[InFOMConfig, RunConfig]:
+    """Applies `key=value` overrides (e.g. `alpha=30`, `network.hidden_dims=256,256`,
+    `pretrain_updates=1000`) to a pair of configs; the new configs validate themselves."""
+    infom_fields, run_fields, network_fields = (
+        _fields(InFOMConfig),
+        _fields(RunConfig),
+        _fields(NetworkConfig),
+    )
+    infom_changes: dict[str, Any] = {}
+    run_changes: dict[str, Any] = {}
+    network_changes: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise ValueError(f"override {item!r} must have the form key=value")
+        if key.startswith("network."):
+            name = key.removeprefix("network.")
+            if name not in network_fields:
+                raise ValueError(f"unknown setting {key!r}; known: {', '.join(override_keys())}")
+            network_changes[name] = _parse_value(text.strip(), network_fields[name], key)
+        elif key in infom_fields and key != "network":
+            infom_changes[key] = _parse_value(text.strip(), infom_fields[key], key)
+        elif key in run_fields:
+            run_changes[key] = _parse_value(text.strip(), run_fields[key], key)
+        else:
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(override_keys())}")
+    if network_changes:
+        infom_changes["network"] = dataclasses.replace(infom.network, **network_changes)
+    return dataclasses.replace(infom, **infom_changes), dataclasses.replace(run, **run_changes)
+
+
+def config_to_dict(infom: InFOMConfig, run: RunConfig) -> dict[str, Any]:
+    """A JSON-serialisable record of both configs."""
+    return {"infom": dataclasses.asdict(infom), "run": dataclasses.asdict(run)}
+
+
+def config_from_dict(record: dict[str, Any]) -> tuple[InFOMConfig, RunConfig]:
+    """The inverse of [`config_to_dict`][]."""
+    infom = dict(record["infom"])
+    network = dict(infom.pop("network"))
+    network["hidden_dims"] = tuple(network["hidden_dims"])
+    return InFOMConfig(network=NetworkConfig(**network), **infom), RunConfig(**record["run"])
