@@ -1,0 +1,111 @@
+"""The probe problems' exact occupancies agree with their simulated processes."""
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+from infom._probes import LinearGaussianProbe, TwoIntentionProbe, sliced_wasserstein
+
+
+TWO = TwoIntentionProbe()
+MIDPOINT = (np.array([0.75, 0.75]), np.zeros(2))  # between the goals
+
+
+def _regress(batch, future):
+    """Least-squares fit `future ~ [s, a, 1]`; rows are the coefficients of each output."""
+    inputs = np.concatenate(
+        [np.asarray(batch.observations), np.asarray(batch.actions), np.ones((future.shape[0], 1))], axis=1
+    )
+    return np.linalg.lstsq(inputs, np.asarray(future, np.float64), rcond=None)[0].T
+
+
+def test_linear_gaussian_future_batch_has_the_occupancy_mean():
+    # E[s_k | s, a] is linear in (s, a); its coefficients are the exact occupancy means at unit inputs.
+    probe, gamma = LinearGaussianProbe(), 0.9
+    batch, future = jax.jit(lambda key: probe.sample_future_batch(key, 200_000, gamma))(jr.key(0))
+    coef_s, coef_a, intercept = _regress(batch, future)[0]
+    assert coef_s == pytest.approx(probe.occupancy_moments(1.0, 0.0, gamma)[0], abs=0.01)
+    assert coef_a == pytest.approx(probe.occupancy_moments(0.0, 1.0, gamma)[0], abs=0.01)
+    assert intercept == pytest.approx(0.0, abs=0.01)
+
+
+@pytest.mark.parametrize("user", [0, 1])
+def test_two_intention_future_batch_has_the_users_occupancy_mean(user):
+    gamma = 0.9
+    batch, future = jax.jit(lambda key: TWO.sample_future_batch(key, 200_000, gamma, user))(jr.key(user))
+    coef = _regress(batch, future)
+    zero = TWO.occupancy_moments(np.zeros(2), np.zeros(2), gamma, user)[0]
+    for column, unit in enumerate(np.eye(4)):
+        shifted = TWO.occupancy_moments(unit[:2], unit[2:], gamma, user)[0]
+        np.testing.assert_allclose(coef[:, column], shifted - zero, atol=0.02)
+    np.testing.assert_allclose(coef[:, 4], zero, atol=0.02)
+
+
+@pytest.mark.parametrize("user", [0, 1])
+def test_two_intention_occupancy_samples_match_simulated_trajectories(user):
+    gamma, n, horizon = 0.8, 4000, 60  # gamma^horizon ~ 1e-6
+    s, a = MIDPOINT
+    states = jnp.tile(jnp.asarray(s, jnp.float32), (n, 1))
+    actions = jnp.tile(jnp.asarray(a, jnp.float32), (n, 1))
+    trajectory = [states]
+    for key in jr.split(jr.key(user), horizon):
+        states, actions = TWO.sample_next(key, states, actions, user)
+        trajectory.append(states)
+    k = np.minimum(np.random.default_rng(0).geometric(1 - gamma, n) - 1, horizon)
+    simulated = np.stack(trajectory)[k, np.arange(n)]
+    exact = TWO.sample_occupancy(1, s, a, gamma, n, user)
+    floor = sliced_wasserstein(TWO.sample_occupancy(2, s, a, gamma, n, user), exact)
+    assert sliced_wasserstein(simulated, exact) < max(2.5 * floor, 0.03)
+    assert sliced_wasserstein(simulated, TWO.sample_occupancy(3, s, a, gamma, n, 1 - user)) > 0.3
+
+
+def test_two_intention_marginal_occupancy_is_the_equal_mixture_of_the_users():
+    s, a = MIDPOINT
+    gamma = 0.95
+    mean, cov = TWO.occupancy_moments(s, a, gamma)
+    samples = TWO.sample_occupancy(0, s, a, gamma, 200_000)
+    np.testing.assert_allclose(samples.mean(axis=0), mean, atol=0.01)
+    np.testing.assert_allclose(np.cov(samples.T), cov, atol=0.01)
+    means = [TWO.occupancy_moments(s, a, gamma, u)[0] for u in (0, 1)]
+    np.testing.assert_allclose(mean, 0.5 * (means[0] + means[1]), atol=1e-12)
+
+
+def test_switching_chain_has_the_marginal_mean_but_not_its_law():
+    s, a = MIDPOINT
+    gamma, n = 0.9, 4000
+    switching = TWO.sample_switching_occupancy(0, s, a, gamma, n)
+    marginal = TWO.sample_occupancy(1, s, a, gamma, n)
+    np.testing.assert_allclose(switching.mean(axis=0), TWO.occupancy_moments(s, a, gamma)[0], atol=0.03)
+    assert sliced_wasserstein(switching, marginal) > 0.15
+
+
+def test_two_intention_state_action_pairs_hide_the_user_and_next_states_show_it():
+    n = 100_000
+    first, second = (TWO.sample_batch(jr.key(u), n, user=u) for u in (0, 1))
+    for batch in (first, second):
+        np.testing.assert_allclose(np.mean(np.asarray(batch.observations), axis=0), TWO.center, atol=0.01)
+        np.testing.assert_allclose(np.mean(np.asarray(batch.actions), axis=0), 0.0, atol=0.01)
+    # The Bayes classifier of the user from s' alone (equal covariances: the nearer mean) errs
+    # with probability `intention_error`.
+    means = [np.asarray(b.next_observations).mean(axis=0) for b in (first, second)]
+    for u, goal in enumerate(TWO.goals):
+        np.testing.assert_allclose(
+            means[u], TWO.center + TWO.kappa * (np.asarray(goal) - TWO.center), atol=0.01
+        )
+    wrong = [
+        np.mean(
+            np.linalg.norm(np.asarray(b.next_observations) - means[u], axis=1)
+            > np.linalg.norm(np.asarray(b.next_observations) - means[1 - u], axis=1)
+        )
+        for u, b in enumerate((first, second))
+    ]
+    assert np.mean(wrong) == pytest.approx(TWO.intention_error(), abs=0.005)
+
+
+def test_two_intention_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="kappa"):
+        TwoIntentionProbe(kappa=2.5)
+    with pytest.raises(ValueError, match="user"):
+        TWO.sample_batch(jr.key(0), 4, user=2)
