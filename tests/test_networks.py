@@ -93,7 +93,7 @@ def test_models_are_pytrees_of_arrays_only(models):
     [
         ("hidden_dims", ()),
         ("hidden_dims", (0, 4)),
-        ("latent_dim", 0),
+        ("latent_dim", -1),
         ("num_critic_heads", -1),
         ("actor_mean_init_scale", 0.0),
     ],
