@@ -51,6 +51,21 @@ def median_seconds(fn: Callable[[], Any], *, repeat: int, warmup: int = 1) -> fl
     return statistics.median(times)
 
 
+def interleaved_medians(
+    fns: dict[str, Callable[[], Any]], *, repeat: int, warmup: int = 1
+) -> dict[str, float]:
+    """Like [`median_seconds`][] for several functions, timed in turn (round robin), so that a
+    change in machine load affects them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            times[name] += timeit.repeat(lambda fn=fn: jax.block_until_ready(fn()), number=1, repeat=1)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A Markdown table; floats are printed as given (format them before)."""
     cells = [[str(cell) for cell in row] for row in rows]

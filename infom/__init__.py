@@ -31,6 +31,17 @@ with install_import_hook("infom", "beartype.beartype"):
         sample_batch as sample_batch,
         save_normalizer as save_normalizer,
     )
+    from ._demo import (
+        PENDULUM_DEMO as PENDULUM_DEMO,
+        PENDULUM_DEMO_QUICK as PENDULUM_DEMO_QUICK,
+        DemoDiagnostics as DemoDiagnostics,
+        DemoResult as DemoResult,
+        PendulumDemoConfig as PendulumDemoConfig,
+        collect_pendulum_data as collect_pendulum_data,
+        format_demo_result as format_demo_result,
+        pendulum_state_reward as pendulum_state_reward,
+        run_pendulum_demo as run_pendulum_demo,
+    )
     from ._evaluation import (
         CubeOraclePolicy as CubeOraclePolicy,
         EnvPolicy as EnvPolicy,
