@@ -68,6 +68,7 @@ PolicyExtraction = Literal["implicit_gpi", "standard_gpi", "one_step"]
 CriticIntentions = Literal["prior", "encoder"]
 IntentionSharing = Literal["shared", "per_future"]
 TargetForm = Literal["infom", "td2"]
+CriticSolver = Literal["euler", "midpoint", "heun"]
 
 
 def _check_choice(owner: str, name: str, value: object, literal: object) -> None:
@@ -113,6 +114,13 @@ class InFOMConfig:
     - `intention_sharing` ("shared"): one intention per state shared by its `N` futures, or
       "per_future" (one per future, what the published numbers were produced with).
     - `num_gpi_intentions` (8): intentions per state for "standard_gpi".
+    - `critic_solver` ("euler"), `critic_flow_steps` (0: `num_flow_steps`),
+      `antithetic_futures` (False): how the Monte-Carlo Q draws its `N` futures (the dominant
+      cost of fine-tuning): the diffrax solver ("euler", "midpoint" or "heun", the last two
+      at two field evaluations per step) and its step count, and whether the futures' noise
+      comes in antithetic pairs `(x_0, -x_0)` (`num_futures` must then be even). The
+      defaults are the paper's; `benchmarks/sample_future_solvers.py` measures the
+      alternatives' accuracy and cost.
     """
 
     network: NetworkConfig = NetworkConfig()
@@ -135,6 +143,9 @@ class InFOMConfig:
     critic_intentions: CriticIntentions = "prior"
     intention_sharing: IntentionSharing = "shared"
     num_gpi_intentions: int = 8
+    critic_solver: CriticSolver = "euler"
+    critic_flow_steps: int = 0
+    antithetic_futures: bool = False
 
     def __post_init__(self):
         owner = "InFOMConfig"
@@ -156,6 +167,16 @@ class InFOMConfig:
         _check_choice(owner, "policy_extraction", self.policy_extraction, PolicyExtraction)
         _check_choice(owner, "critic_intentions", self.critic_intentions, CriticIntentions)
         _check_choice(owner, "intention_sharing", self.intention_sharing, IntentionSharing)
+        _check_choice(owner, "critic_solver", self.critic_solver, CriticSolver)
+        if not isinstance(self.critic_flow_steps, int) or self.critic_flow_steps < 0:
+            raise ValueError(
+                f"{owner}.critic_flow_steps must be a non-negative integer (0: num_flow_steps), "
+                f"got {self.critic_flow_steps!r}"
+            )
+        if self.antithetic_futures and self.num_futures % 2:
+            raise ValueError(
+                f"{owner}.antithetic_futures needs an even num_futures, got {self.num_futures}"
+            )
         if self.policy_extraction == "standard_gpi" and self.network.latent_dim == 0:
             raise ValueError(
                 f"{owner}.policy_extraction='standard_gpi' needs intentions (network.latent_dim > 0)"

@@ -209,12 +209,19 @@ def sample_future(
     *,
     key: PRNGKeyArray,
     shape: tuple[int, ...] | None = None,
+    antithetic_axis: int | None = None,
     **solve_kwargs: Any,
 ) -> Float[Array, "*sample obs_dim"]:
     """Draws future states `s_f ~ q(s_f | s, a, z)` from the flow occupancy model.
 
     Draws `x_0 ~ N(0, I)` and returns [`solve_flow`][]`(field, x_0, s, a, z)`: the
     solution at `t = 1` of `dx/dt = v(t, x, s, a, z)`, 10 Euler steps by default.
+
+    With `antithetic_axis=k`, the noise comes in antithetic pairs along axis `k` of `shape`:
+    its first half is `eps ~ N(0, I)` and its second half `-eps`. Each sample is still
+    distributed as `q(. | s, a, z)` (so a Monte-Carlo mean over that axis stays unbiased),
+    but the two halves are negatively correlated wherever the flow map is close to monotone,
+    which lowers the variance of the mean.
 
     **Arguments:**
 
@@ -229,6 +236,8 @@ def sample_future(
       `shape=(K, N, batch)`.
     - `**solve_kwargs`: `num_steps`, `solver`, `stepsize_controller`, `clip`, `max_steps`,
       `throw`, passed to [`solve_flow`][].
+    - `antithetic_axis`: an axis of `shape` of even size along which to pair `x_0` with
+      `-x_0` (e.g. `0` for the futures axis of `shape=(N, batch)`); `None` draws i.i.d. noise.
 
     **Returns:** samples of shape `[*shape, obs_dim]`.
 
@@ -256,7 +265,22 @@ def sample_future(
                 f"sample_future: `shape` {shape} must contain the conditioning's leading shape "
                 f"{lead} (broadcast gives {broadcast})"
             )
-    noise = jr.normal(key, shape + observations.shape[-1:], dtype=observations.dtype)
+    noise_shape = shape + observations.shape[-1:]
+    if antithetic_axis is None:
+        noise = jr.normal(key, noise_shape, dtype=observations.dtype)
+    else:
+        if not -len(shape) <= antithetic_axis < len(shape):
+            raise ValueError(
+                f"sample_future: `antithetic_axis` {antithetic_axis} is not an axis of `shape` {shape}"
+            )
+        axis = antithetic_axis % len(shape)
+        if shape[axis] % 2:
+            raise ValueError(
+                f"sample_future: `antithetic_axis` {antithetic_axis} of `shape` {shape} must have even size"
+            )
+        half = noise_shape[:axis] + (shape[axis] // 2,) + noise_shape[axis + 1 :]
+        eps = jr.normal(key, half, dtype=observations.dtype)
+        noise = jnp.concatenate([eps, -eps], axis=axis)
     return solve_flow(field, noise, observations, actions, intentions, **solve_kwargs)
 
 

@@ -8,6 +8,7 @@ one `lax.scan` with the in-jit transition sampler, so Python is touched once per
 import functools
 from typing import NamedTuple
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -180,6 +181,18 @@ def _critic_intentions(models: Models, batch: Batch, key: PRNGKeyArray, config: 
     return posterior.mean[None] + jnp.exp(posterior.log_std)[None] * eps
 
 
+_CRITIC_SOLVERS = {"euler": diffrax.Euler, "midpoint": diffrax.Midpoint, "heun": diffrax.Heun}
+
+
+def _critic_sampling(config: InFOMConfig, *, futures_axis: int) -> dict:
+    """`sample_future` options of the Monte-Carlo Q's futures (see `InFOMConfig.critic_solver`)."""
+    return dict(
+        num_steps=config.critic_flow_steps or config.num_flow_steps,
+        solver=_CRITIC_SOLVERS[config.critic_solver](),
+        antithetic_axis=futures_axis if config.antithetic_futures else None,
+    )
+
+
 def mc_q_targets(
     models: Models,
     batch: Batch,
@@ -201,8 +214,8 @@ def mc_q_targets(
         z,
         key=future_key,
         shape=(config.num_futures, size),
-        num_steps=config.num_flow_steps,
         clip=clip,
+        **_critic_sampling(config, futures_axis=0),
     )
     return jax.lax.stop_gradient(mc_q(frozen(models.reward), futures, gamma=config.gamma))
 
@@ -223,8 +236,8 @@ def _q_function(models: Models, key: PRNGKeyArray, config: InFOMConfig, clip):
                 z,
                 key=future_key,
                 shape=(config.num_gpi_intentions, config.num_futures, size),
-                num_steps=config.num_flow_steps,
                 clip=clip,
+                **_critic_sampling(config, futures_axis=1),
             )
             return standard_gpi(mc_q(reward, futures, gamma=config.gamma))
 

@@ -174,3 +174,41 @@ def test_adaptive_solver_runs_and_agrees_with_fine_euler(field, getkey):
     )
     fine = infom.solve_flow(field, x0, s, a, z, num_steps=400)
     np.testing.assert_allclose(adaptive, fine, atol=2e-3)
+
+
+def test_antithetic_noise_pairs_x0_with_minus_x0_along_the_axis(getkey):
+    """With a constant field `c`, sample `i` and sample `i + N/2` are `c + eps` and `c - eps`."""
+    s, a, z, _ = _inputs(getkey())
+    c = jnp.array([0.5, -1.0, 2.0])
+    futures = infom.sample_future(
+        ConstantField(c), s, a, z, key=getkey(), shape=(6, BATCH), antithetic_axis=0
+    )
+    np.testing.assert_allclose(futures[:3] + futures[3:], 2 * jnp.broadcast_to(c, (3, BATCH, OBS)), atol=1e-6)
+    assert not np.allclose(futures[:3], futures[3:])
+    # Along another axis of a 3-axis shape.
+    futures = infom.sample_future(
+        ConstantField(c), s, a, z, key=getkey(), shape=(2, 4, BATCH), antithetic_axis=1
+    )
+    np.testing.assert_allclose(
+        futures[:, :2] + futures[:, 2:], 2 * jnp.broadcast_to(c, (2, 2, BATCH, OBS)), atol=1e-6
+    )
+
+
+def test_antithetic_futures_of_an_affine_flow_average_to_the_flow_of_zero_noise(getkey):
+    """The Euler flow of the exact Gaussian field is affine in `x_0`, so every antithetic pair
+    averages to the solve from `x_0 = 0`: a Monte-Carlo Q of a linear reward has zero variance."""
+    s = jnp.array([[1.0, -1.0, 0.0], [0.0, 2.0, -0.5]])
+    a, z = jnp.zeros((2, ACT)), jnp.zeros((2, LATENT))
+    field = GaussianField(0.4)
+    futures = infom.sample_future(field, s, a, z, key=getkey(), shape=(8, 2), antithetic_axis=0)
+    centre = infom.solve_flow(field, jnp.zeros((2, OBS)), s, a, z)
+    np.testing.assert_allclose(futures.mean(0), centre, atol=1e-5)
+    iid = infom.sample_future(field, s, a, z, key=getkey(), shape=(8, 2))
+    assert float(jnp.abs(iid.mean(0) - centre).max()) > 1e-2
+
+
+@pytest.mark.parametrize("axis, shape, match", [(0, (5, BATCH), "even"), (2, (4, BATCH), "not an axis")])
+def test_antithetic_axis_must_be_an_even_axis_of_shape(field, getkey, axis, shape, match):
+    s, a, z, _ = _inputs(getkey())
+    with pytest.raises(ValueError, match=match):
+        infom.sample_future(field, s, a, z, key=getkey(), shape=shape, antithetic_axis=axis)

@@ -218,8 +218,53 @@ def test_policy_actions_normalise_raw_observations_and_clip(state, dataset):
         ("policy_extraction", "max"),
         ("kl_weight", -1.0),
         ("learning_rate", 0.0),
+        ("critic_solver", "rk4"),
+        ("critic_flow_steps", -1),
+        ("antithetic_futures", True),
     ],
 )
 def test_infom_config_rejects_bad_values_naming_the_field(field, value):
+    base = infom.InFOMConfig(num_futures=15)  # odd, so that antithetic_futures is rejected
     with pytest.raises((ValueError, TypeError), match=field):
-        dataclasses.replace(infom.InFOMConfig(), **{field: value})
+        dataclasses.replace(base, **{field: value})
+
+
+def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dataset, getkey):
+    """`critic_solver` / `critic_flow_steps` / `antithetic_futures` reach the critic's futures:
+    `mc_q_targets` equals `mc_q` of `sample_future` called with those options directly."""
+    import diffrax
+
+    config = dataclasses.replace(
+        CONFIG,
+        critic_solver="midpoint",
+        critic_flow_steps=3,
+        antithetic_futures=True,
+        critic_intentions="encoder",
+    )
+    batch, key = _batch(dataset, getkey()), getkey()
+    models = state.models
+    got = infom.mc_q_targets(models, batch, key=key, config=config)
+    z_key, future_key = jr.split(key)
+    z = infom.encode(models.encoder, batch.next_observations, batch.next_actions, key=z_key).sample
+    futures = infom.sample_future(
+        models.field,
+        batch.observations,
+        batch.actions,
+        z,
+        key=future_key,
+        shape=(CONFIG.num_futures, CONFIG.batch_size),
+        num_steps=3,
+        solver=diffrax.Midpoint(),
+        antithetic_axis=0,
+    )
+    want = infom.mc_q(models.reward, futures, gamma=config.gamma)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    default = infom.mc_q_targets(
+        models,
+        batch,
+        key=key,
+        config=dataclasses.replace(
+            config, critic_solver="euler", critic_flow_steps=0, antithetic_futures=False
+        ),
+    )
+    assert not np.allclose(got, default)
