@@ -30,7 +30,9 @@ def variance_scaling_uniform(
 
 def _linear(in_dim: int, out_dim: int, *, key: PRNGKeyArray, scale: float = 1.0) -> eqx.nn.Linear:
     """An `eqx.nn.Linear` with the variance-scaling kernel and a zero bias."""
-    layer = eqx.nn.Linear(in_dim, out_dim, key=key)
+    # Only the structure of `eqx.nn.Linear` is built (no default initialisation is computed):
+    # both of its leaves are replaced below.
+    layer = eqx.filter_eval_shape(eqx.nn.Linear, in_dim, out_dim, key=key)
     weight = variance_scaling_uniform(key, out_dim, in_dim, scale)
     return eqx.tree_at(lambda m: (m.weight, m.bias), layer, (weight, jnp.zeros((out_dim,))))
 
