@@ -19,7 +19,10 @@ import tempfile
 import timeit
 from importlib.metadata import version
 
-import infom
+
+os.environ.setdefault("MUJOCO_GL", "disable")  # never render (no display here)
+
+import infom  # noqa: E402
 
 
 DOMAINS = ("cube-single", "cube-double", "scene", "puzzle-4x4")
