@@ -241,7 +241,10 @@ def evaluate_ogbench(
       in this process. Normalisation and determinism are the caller's business.
     - `num_episodes`: episodes to run.
     - `seed`: the seed of episode 0.
-    - `num_workers`: environment worker processes (one per core).
+    - `num_workers`: environment worker processes (one per core). They are started with
+      multiprocessing's `forkserver` method, so a script that calls this function (or
+      [`train`][], which does) must do so under `if __name__ == "__main__":`; notebooks
+      and the `infom` command need nothing.
     - `envs_per_worker`: environments each worker steps per request; episodes queue for free ones.
     - `progress`: show a progress bar over finished episodes (on stderr).
     - `env_policy`: instead of `policy`, a picklable zero-argument factory of `EnvPolicy` objects

@@ -541,7 +541,12 @@ def generate_dataset(
 
 @contextlib.contextmanager
 def _progress_bar(total: int, description: str, enabled: bool) -> Iterator[Any]:
-    from tqdm.auto import tqdm
+    # tqdm.auto picks the notebook widget in Jupyter, which warns without ipywidgets even when
+    # disabled: a disabled bar needs no widget.
+    if enabled:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
 
     with tqdm(total=total, desc=description, unit="episode", disable=not enabled, dynamic_ncols=True) as bar:
         yield bar
