@@ -282,7 +282,14 @@ def sample_batch(dataset: Dataset, key: PRNGKeyArray, batch_size: int) -> Batch:
         raise ValueError(f"sample_batch: `batch_size` must be a positive int, got {batch_size!r}")
     num_valid = dataset.valid_indices.shape[0]
     positions = jr.randint(key, (batch_size,), 0, num_valid)
-    rows = dataset.valid_indices[positions]
+    return batch_at(dataset, dataset.valid_indices[positions])
+
+
+def batch_at(dataset: Dataset, rows: Int[Array, " batch"]) -> Batch:
+    """The SARSA transitions at `rows`: `(obs[i], act[i], rew[i], obs[i + 1], act[i + 1], mask[i])`.
+
+    `rows` must be valid rows (not the last row of an episode), e.g. from `dataset.valid_indices`.
+    """
     next_rows = rows + 1
     return Batch(
         observations=dataset.observations[rows],

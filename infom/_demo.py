@@ -54,7 +54,7 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ._config import InFOMConfig, NetworkConfig
-from ._data import Dataset, fit_normalizer, normalize_dataset, sample_batch
+from ._data import Dataset, batch_at, fit_normalizer, normalize_dataset, sample_batch
 from ._gymnax import collect_gymnax_dataset, evaluate_gymnax, pendulum_behaviours
 from ._losses import bc_loss, critic_values
 from ._networks import Actor
@@ -68,7 +68,6 @@ from ._train import (
     pretrain_block,
     start_finetuning,
 )
-from ._types import Batch
 
 
 PENDULUM = "Pendulum-v1"
@@ -363,14 +362,7 @@ def _discounted_returns(dataset: Dataset, gamma: float) -> tuple[np.ndarray, np.
 def _diagnostic_values(states, pretrained_actors, dataset, rows, key, config: InFOMConfig):
     """Per seed: `Q_hat` with encoded intentions, `min_heads Q_psi`, `r_phi` on `rows`, and the
     mean change of the actor's mean since pre-training."""
-    batch = Batch(
-        observations=dataset.observations[rows],
-        actions=dataset.actions[rows],
-        next_observations=dataset.observations[rows + 1],
-        next_actions=dataset.actions[rows + 1],
-        rewards=dataset.rewards[rows],
-        masks=dataset.masks[rows],
-    )
+    batch = batch_at(dataset, rows)
     # More futures than the critic's targets use, so that the Monte-Carlo noise stays small.
     encoder_config = dataclasses.replace(
         config, critic_intentions="encoder", num_futures=max(config.num_futures, _DIAGNOSTIC_FUTURES)
