@@ -25,6 +25,8 @@ exact process at every update:
 - `infom`: `sarsa_flow_loss(target_form="infom")` (the default), EMA target with `--tau`;
 - `td2`: `sarsa_flow_loss(target_form="td2")`. In both, `z` is stop-gradient in the future
   term (as in the reference code), so the encoder learns from the current term and the KL only;
+- `infom-zgrad`: as `infom` with `future_intention_gradient=True`: `z` keeps its gradient where
+  it conditions the online field in the future term;
 - `mc`: Monte-Carlo conditional flow matching: the target `x_1 = s_k` is a future state of the
   same trajectory, `k ~ Geometric(1 - gamma)` on `{0, 1, ...}` (`k = 0` with probability
   `1 - gamma`), drawn with `sample_future_batch` (the exact law of the simulated process);
@@ -61,7 +63,7 @@ import infom
 from infom._probes import LinearGaussianProbe, TwoIntentionProbe, sliced_wasserstein, wasserstein_1d
 
 
-METHODS = ("infom", "td2", "mc")
+METHODS = ("infom", "td2", "infom-zgrad", "mc")
 NUM_SAMPLES = 4000
 HIDDEN, LATENT, BATCH_SIZE, LEARNING_RATE, KL_WEIGHT = (64, 64, 64), 2, 256, 1e-3, 0.05
 FINE_STEPS, DEFAULT_STEPS = 100, 10
@@ -131,7 +133,15 @@ def make_trainer(problem: Problem, method: str, *, steps: int, tau: float):
             return mc_flow_loss(field, encoder, batch, futures, key=loss_key, kl_weight=KL_WEIGHT)
         batch = problem.sample_batch(batch_key, BATCH_SIZE)
         loss, _ = infom.sarsa_flow_loss(
-            field, encoder, target, batch, key=loss_key, gamma=gamma, kl_weight=KL_WEIGHT, target_form=method
+            field,
+            encoder,
+            target,
+            batch,
+            key=loss_key,
+            gamma=gamma,
+            kl_weight=KL_WEIGHT,
+            target_form="td2" if method == "td2" else "infom",
+            future_intention_gradient=method.endswith("-zgrad"),
         )
         return loss
 

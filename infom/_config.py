@@ -99,6 +99,9 @@ class InFOMConfig:
     - `num_flow_steps` (10): Euler steps of every flow ODE solve.
     - `clip_futures` (True): clip generated futures to the normalised data range.
     - `target_form` ("infom"): the future term of [`sarsa_flow_loss`][] ("infom" or "td2").
+    - `future_intention_gradient` (False): let the intention carry gradient into the encoder
+      through the future term of [`sarsa_flow_loss`][] (the reference stops it there, which
+      leaves the encoder no learning signal from the flow; see that function).
     - `actor_freq` (4): the actor is updated every `actor_freq`-th fine-tuning update.
     - `alpha` (10): behaviour-cloning weight of the DDPG + BC actor.
     - `q_aggregation` ("min"): how the actor combines the critic's heads ("min" or "mean").
@@ -134,6 +137,7 @@ class InFOMConfig:
     num_flow_steps: int = 10
     clip_futures: bool = True
     target_form: TargetForm = "infom"
+    future_intention_gradient: bool = False
     actor_freq: int = 4
     alpha: float = 10.0
     q_aggregation: Literal["min", "mean"] = "min"

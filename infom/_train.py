@@ -143,6 +143,7 @@ def _flow_terms(models: Models, target_field: VectorField, batch: Batch, key, co
         num_flow_steps=config.num_flow_steps,
         clip=clip,
         target_form=config.target_form,
+        future_intention_gradient=config.future_intention_gradient,
     )
 
 

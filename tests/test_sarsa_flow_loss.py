@@ -134,11 +134,11 @@ def test_future_term_vanishes_for_field_ignoring_s_a_that_equals_its_target(mode
     assert float(aux.current_loss) > 0.0
 
 
-def _grads(models, target_field, batch, key, gamma=0.9, kl_weight=0.1):
+def _grads(models, target_field, batch, key, gamma=0.9, kl_weight=0.1, **options):
     def total(trainable):
         field, encoder, target = trainable
         return infom.sarsa_flow_loss(
-            field, encoder, target, batch, key=key, gamma=gamma, kl_weight=kl_weight
+            field, encoder, target, batch, key=key, gamma=gamma, kl_weight=kl_weight, **options
         )[0]
 
     return eqx.filter_grad(total)((models.field, models.encoder, target_field))
@@ -174,6 +174,25 @@ def test_encoder_learns_only_from_current_term_and_kl(models, target_field, getk
     assert _is_zero(encoder_grad)
     _, encoder_grad, _ = _grads(models, target_field, _batch(getkey()), getkey(), gamma=0.5, kl_weight=0.0)
     assert not _is_zero(encoder_grad)
+
+
+def test_future_intention_gradient_changes_only_the_encoders_gradient(models, target_field, getkey):
+    """With `future_intention_gradient=True` the loss and the field's gradient are unchanged;
+    the encoder also learns from the future term (nonzero gradient at gamma = 1 without KL)."""
+    batch, key = _batch(getkey()), getkey()
+    loss_off, aux_off = infom.sarsa_flow_loss(models.field, models.encoder, target_field, batch, key=key)
+    loss_on, aux_on = infom.sarsa_flow_loss(
+        models.field, models.encoder, target_field, batch, key=key, future_intention_gradient=True
+    )
+    assert float(loss_off) == float(loss_on) and aux_off == aux_on
+    off = _grads(models, target_field, batch, key)
+    on = _grads(models, target_field, batch, key, future_intention_gradient=True)
+    assert tree_allclose(off[0], on[0], rtol=1e-6, atol=1e-8)
+    assert not tree_allclose(off[1], on[1], rtol=1e-3, atol=1e-6)
+    _, encoder_grad, target_grad = _grads(
+        models, target_field, batch, key, gamma=1.0, kl_weight=0.0, future_intention_gradient=True
+    )
+    assert not _is_zero(encoder_grad) and _is_zero(target_grad)
 
 
 def test_td2_form_differs_only_in_the_future_term(models, target_field, getkey):

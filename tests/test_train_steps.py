@@ -268,3 +268,20 @@ def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dat
         ),
     )
     assert not np.allclose(got, default)
+
+
+def test_config_future_intention_gradient_reaches_the_encoder_only_through_the_flow(state, dataset, getkey):
+    """`InFOMConfig.future_intention_gradient` is passed to `sarsa_flow_loss`: it changes the encoder's
+    gradient and leaves the other networks' gradients unchanged."""
+    batch, key = _batch(dataset, getkey()), getkey()
+    target = state.target_field
+
+    def grads(flag):
+        config = dataclasses.replace(CONFIG, kl_weight=0.0, future_intention_gradient=flag)
+        loss = lambda models: infom.pretrain_loss(models, target, batch, key=key, config=config)[0]
+        return eqx.filter_grad(loss)(state.models)
+
+    off, on = grads(False), grads(True)
+    assert not tree_allclose(off.encoder, on.encoder, rtol=1e-3, atol=1e-7)
+    assert tree_allclose(off.field, on.field, rtol=1e-6, atol=1e-8)
+    assert tree_allclose(off.actor, on.actor, rtol=0, atol=0)
