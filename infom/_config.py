@@ -118,10 +118,12 @@ class InFOMConfig:
       "per_future" (one per future, what the published numbers were produced with).
     - `num_gpi_intentions` (8): intentions per state for "standard_gpi".
     - `critic_solver` ("euler"), `critic_flow_steps` (0: `num_flow_steps`),
-      `antithetic_futures` (False): how the Monte-Carlo Q draws its `N` futures (the dominant
-      cost of fine-tuning): the diffrax solver ("euler", "midpoint" or "heun", the last two
-      at two field evaluations per step) and its step count, and whether the futures' noise
-      comes in antithetic pairs `(x_0, -x_0)` (`num_futures` must then be even). The
+      `antithetic_futures` (False), `latin_hypercube_futures` (False): how the Monte-Carlo Q
+      draws its `N` futures (the dominant cost of fine-tuning): the diffrax solver ("euler",
+      "midpoint" or "heun", the last two at two field evaluations per step) and its step
+      count, and whether the futures' noise comes in antithetic pairs `(x_0, -x_0)`
+      (`num_futures` must then be even) or as a Latin hypercube sample over the `N` futures
+      (at most one of the two; see [`sample_future`][]). The
       defaults are the paper's; `benchmarks/sample_future_solvers.py` measures the
       alternatives' accuracy and cost.
     """
@@ -150,6 +152,7 @@ class InFOMConfig:
     critic_solver: CriticSolver = "euler"
     critic_flow_steps: int = 0
     antithetic_futures: bool = False
+    latin_hypercube_futures: bool = False
 
     def __post_init__(self):
         owner = "InFOMConfig"
@@ -181,6 +184,8 @@ class InFOMConfig:
             raise ValueError(
                 f"{owner}.antithetic_futures needs an even num_futures, got {self.num_futures}"
             )
+        if self.antithetic_futures and self.latin_hypercube_futures:
+            raise ValueError(f"{owner}.latin_hypercube_futures and antithetic_futures cannot both be set")
         if self.policy_extraction == "standard_gpi" and self.network.latent_dim == 0:
             raise ValueError(
                 f"{owner}.policy_extraction='standard_gpi' needs intentions (network.latent_dim > 0)"

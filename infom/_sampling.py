@@ -8,6 +8,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+from jax.scipy.special import ndtri
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar, ScalarLike
 
 from ._networks import AbstractVectorField
@@ -201,6 +202,25 @@ def solve_flow(
     return solution.ys[-1].reshape(lead + noise.shape[-1:])
 
 
+def _axis_of(shape: tuple[int, ...], axis: int, name: str) -> int:
+    if not -len(shape) <= axis < len(shape):
+        raise ValueError(f"sample_future: `{name}` {axis} is not an axis of `shape` {shape}")
+    return axis % len(shape)
+
+
+def _latin_hypercube_normal(key: PRNGKeyArray, shape: tuple[int, ...], axis: int, dtype) -> Array:
+    """Standard normal noise stratified along `axis`: per other index and last-axis coordinate,
+    one value in each of the `shape[axis]` equal-probability strata, in random order."""
+    n = shape[axis]
+    order_key, jitter_key = jr.split(key)
+    # argsort of i.i.d. uniforms is a uniformly random permutation along `axis`.
+    strata = jnp.argsort(jr.uniform(order_key, shape), axis=axis).astype(dtype)
+    jitter = jr.uniform(jitter_key, shape, dtype=dtype)
+    tiny = jnp.finfo(dtype).tiny
+    u = jnp.clip((strata + jitter) / n, tiny, 1.0 - jnp.finfo(dtype).epsneg)
+    return ndtri(u)
+
+
 def sample_future(
     field: AbstractVectorField,
     observations: Float[Array, "*#batch obs_dim"],
@@ -210,6 +230,7 @@ def sample_future(
     key: PRNGKeyArray,
     shape: tuple[int, ...] | None = None,
     antithetic_axis: int | None = None,
+    latin_hypercube_axis: int | None = None,
     **solve_kwargs: Any,
 ) -> Float[Array, "*sample obs_dim"]:
     """Draws future states `s_f ~ q(s_f | s, a, z)` from the flow occupancy model.
@@ -222,6 +243,14 @@ def sample_future(
     distributed as `q(. | s, a, z)` (so a Monte-Carlo mean over that axis stays unbiased),
     but the two halves are negatively correlated wherever the flow map is close to monotone,
     which lowers the variance of the mean.
+
+    With `latin_hypercube_axis=k`, the noise is a Latin hypercube sample along axis `k` (of
+    size `n`): for every other index and every state dimension `j`, the `n` values of
+    `x_0[..., j]` are `Phi^-1((pi_i + u_i) / n)` with `pi` a uniformly random permutation of
+    `0..n-1` and `u_i ~ U[0, 1)`, so exactly one value falls in each of the `n` equal-probability
+    strata of `N(0, 1)`. Each sample is still `N(0, I)` (the mean stays unbiased); the variance
+    of the mean loses the part that is additive in the noise's coordinates (linear or not),
+    which antithetic pairs only remove for odd functions.
 
     **Arguments:**
 
@@ -238,6 +267,8 @@ def sample_future(
       `throw`, passed to [`solve_flow`][].
     - `antithetic_axis`: an axis of `shape` of even size along which to pair `x_0` with
       `-x_0` (e.g. `0` for the futures axis of `shape=(N, batch)`); `None` draws i.i.d. noise.
+    - `latin_hypercube_axis`: an axis of `shape` along which to stratify `x_0` (Latin
+      hypercube); at most one of `antithetic_axis` and `latin_hypercube_axis` may be set.
 
     **Returns:** samples of shape `[*shape, obs_dim]`.
 
@@ -266,20 +297,22 @@ def sample_future(
                 f"{lead} (broadcast gives {broadcast})"
             )
     noise_shape = shape + observations.shape[-1:]
-    if antithetic_axis is None:
-        noise = jr.normal(key, noise_shape, dtype=observations.dtype)
+    dtype = observations.dtype
+    if antithetic_axis is not None and latin_hypercube_axis is not None:
+        raise ValueError("sample_future: set at most one of `antithetic_axis` and `latin_hypercube_axis`")
+    if latin_hypercube_axis is not None:
+        axis = _axis_of(shape, latin_hypercube_axis, "latin_hypercube_axis")
+        noise = _latin_hypercube_normal(key, noise_shape, axis, dtype)
+    elif antithetic_axis is None:
+        noise = jr.normal(key, noise_shape, dtype=dtype)
     else:
-        if not -len(shape) <= antithetic_axis < len(shape):
-            raise ValueError(
-                f"sample_future: `antithetic_axis` {antithetic_axis} is not an axis of `shape` {shape}"
-            )
-        axis = antithetic_axis % len(shape)
+        axis = _axis_of(shape, antithetic_axis, "antithetic_axis")
         if shape[axis] % 2:
             raise ValueError(
                 f"sample_future: `antithetic_axis` {antithetic_axis} of `shape` {shape} must have even size"
             )
         half = noise_shape[:axis] + (shape[axis] // 2,) + noise_shape[axis + 1 :]
-        eps = jr.normal(key, half, dtype=observations.dtype)
+        eps = jr.normal(key, half, dtype=dtype)
         noise = jnp.concatenate([eps, -eps], axis=axis)
     return solve_flow(field, noise, observations, actions, intentions, **solve_kwargs)
 

@@ -191,6 +191,7 @@ def _critic_sampling(config: InFOMConfig, *, futures_axis: int) -> dict:
         num_steps=config.critic_flow_steps or config.num_flow_steps,
         solver=_CRITIC_SOLVERS[config.critic_solver](),
         antithetic_axis=futures_axis if config.antithetic_futures else None,
+        latin_hypercube_axis=futures_axis if config.latin_hypercube_futures else None,
     )
 
 

@@ -229,9 +229,14 @@ def test_infom_config_rejects_bad_values_naming_the_field(field, value):
         dataclasses.replace(base, **{field: value})
 
 
+def test_infom_config_rejects_antithetic_and_latin_hypercube_futures_together():
+    with pytest.raises(ValueError, match="latin_hypercube_futures"):
+        infom.InFOMConfig(antithetic_futures=True, latin_hypercube_futures=True)
+
+
 def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dataset, getkey):
-    """`critic_solver` / `critic_flow_steps` / `antithetic_futures` reach the critic's futures:
-    `mc_q_targets` equals `mc_q` of `sample_future` called with those options directly."""
+    """`critic_solver` / `critic_flow_steps` / `antithetic_futures` / `latin_hypercube_futures` reach the
+    critic's futures: `mc_q_targets` equals `mc_q` of `sample_future` called with those options directly."""
     import diffrax
 
     config = dataclasses.replace(
@@ -268,6 +273,22 @@ def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dat
         ),
     )
     assert not np.allclose(got, default)
+    # Latin hypercube noise over the futures axis, likewise.
+    config = dataclasses.replace(config, antithetic_futures=False, latin_hypercube_futures=True)
+    got = infom.mc_q_targets(models, batch, key=key, config=config)
+    futures = infom.sample_future(
+        models.field,
+        batch.observations,
+        batch.actions,
+        z,
+        key=future_key,
+        shape=(CONFIG.num_futures, CONFIG.batch_size),
+        num_steps=3,
+        solver=diffrax.Midpoint(),
+        latin_hypercube_axis=0,
+    )
+    want = infom.mc_q(models.reward, futures, gamma=config.gamma)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_config_future_intention_gradient_reaches_the_encoder_only_through_the_flow(state, dataset, getkey):
