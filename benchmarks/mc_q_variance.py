@@ -41,7 +41,7 @@ DEFAULT_RUN = "runs/ogbench_tasks/cube-single-play-singletask-task1-v0-cube-sing
 SCHEMES = (
     ("i.i.d.", (4, 8, 12, 16)),
     ("antithetic", (8, 10, 12, 16)),
-    ("latin hypercube", (4, 8, 10, 12, 16)),
+    ("latin hypercube", (4, 8, 10, 12, 14, 16)),
 )
 
 

@@ -41,22 +41,6 @@ SETTINGS = {
     # The paper's setting with the critic's futures drawn by 2 midpoint steps (4 field evaluations
     # instead of 10; see sample_future_solvers.py for its accuracy).
     "paper-midpoint-2": ((512,) * 4, 512, 16, 10, {"critic_solver": "midpoint", "critic_flow_steps": 2}),
-    # ... and with fewer futures whose noise is a Latin hypercube (mc_q_variance.py measures how
-    # many such futures match the variance of 16 i.i.d. ones).
-    "paper-midpoint-2-lhs-12": (
-        (512,) * 4,
-        512,
-        12,
-        10,
-        {"critic_solver": "midpoint", "critic_flow_steps": 2, "latin_hypercube_futures": True},
-    ),
-    "paper-midpoint-2-lhs-10": (
-        (512,) * 4,
-        512,
-        10,
-        10,
-        {"critic_solver": "midpoint", "critic_flow_steps": 2, "latin_hypercube_futures": True},
-    ),
     "small-16-futures": ((256,) * 3, 128, 16, 10, {}),
     "cpu-preset": ((256,) * 3, 128, 8, 10, {}),
 }
@@ -65,8 +49,6 @@ SETTINGS = {
 REFERENCE_COST = {
     "paper": (18.6, 162.0),
     "paper-midpoint-2": (18.6, 162.0),
-    "paper-midpoint-2-lhs-12": (18.6, 162.0),
-    "paper-midpoint-2-lhs-10": (18.6, 162.0),
     "paper-4-futures": (18.9, 52.3),
     "small-16-futures": (3.8, 30.5),
 }
