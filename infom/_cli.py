@@ -17,9 +17,9 @@ infom demo [--quick] [--seeds N] [--seed S]
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ._data import DatasetError
 from ._ogbench import (
@@ -41,14 +41,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MUJOCO_GL", "disable")
     parser = _build_parser()
     args = parser.parse_args(argv)
+    received: list[str] = []
+    previous = _on_sigterm(received)
     try:
         return args.handler(args)
     except (DatasetError, FileExistsError, FileNotFoundError, ValueError, FloatingPointError) as error:
         print(f"infom: error: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("infom: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as error:
+        # RunInterrupted / GenerationInterrupted say what was kept and how to continue.
+        what = received[0] if received else "interrupted"
+        print(f"infom: {what}{': ' + str(error) if str(error) else ''}", file=sys.stderr)
+        return 143 if received else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm(received: list[str]):
+    """Turns SIGTERM into a `KeyboardInterrupt`, so that a terminated run stops as cleanly as
+    one stopped with Ctrl-C: workers are shut down, the last block is checkpointed, and one
+    line says what was kept. Returns the previous handler (None off the main thread)."""
+
+    def handler(signum, frame):
+        received.append("stopped by SIGTERM")
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -194,9 +216,14 @@ def _data_generate(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
+        resumed = (
+            f", {summary.num_resumed_episodes} episodes recovered from an interrupted run"
+            if summary.num_resumed_episodes
+            else f", {summary.num_rows / summary.seconds:.0f} steps/s"
+        )
         print(
             f"  {summary.num_rows} rows in {summary.seconds:.1f} s "
-            f"({summary.num_rows / summary.seconds:.0f} steps/s, {summary.num_retries} health-check retries)"
+            f"({summary.num_retries} health-check retries{resumed})"
         )
         for path in (summary.train_path, summary.val_path):
             _print_summary(validate_ogbench_file(path, episode_length=args.episode_length))
@@ -311,20 +338,18 @@ def _log(message: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import json
     import time
 
     from ._presets import apply_overrides, default_preset_name, get_preset
-    from ._run import CONFIG_FILE, train
+    from ._run import train
 
     if args.resume:
         if args.env or args.preset or args.overrides or args.seeds or args.seed is not None:
             raise ValueError(
                 "--resume takes the run's own settings; drop --env/--preset/--set/--seeds/--seed"
             )
-        env = json.loads((Path(args.resume) / CONFIG_FILE).read_text())["env"]
         result = train(
-            env,
+            None,
             args.resume,
             resume=True,
             dataset_dir=args.dataset_dir,

@@ -1,9 +1,8 @@
 """Episodic datasets as device-resident pytrees, their observation normaliser, and a
 boundary-safe SARSA transition sampler that runs inside `jax.jit` and `lax.scan`."""
 
-import contextlib
+import io
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any, Literal, get_args
 
@@ -13,6 +12,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
+from ._files import atomic_write_bytes
 from ._types import Batch
 
 
@@ -404,8 +404,6 @@ def save_normalizer(path: str | os.PathLike, normalizer: Normalizer) -> None:
     - `path`: the destination (used as given; no suffix is added).
     - `normalizer`: the normaliser to store.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
     arrays = {
         "kind": np.asarray(normalizer.kind),
         "shift": np.asarray(normalizer.shift),
@@ -413,17 +411,9 @@ def save_normalizer(path: str | os.PathLike, normalizer: Normalizer) -> None:
         "lower": np.asarray(normalizer.lower),
         "upper": np.asarray(normalizer.upper),
     }
-    fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_path)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_normalizer(path: str | os.PathLike) -> Normalizer:

@@ -12,11 +12,14 @@ are imported only when a function needs them.
 
 import contextlib
 import dataclasses
+import hashlib
+import io
+import json
 import multiprocessing
 import multiprocessing.context
 import os
 import re
-import tempfile
+import shutil
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -26,6 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._data import DatasetError
+from ._files import atomic_write_bytes
 
 
 DEFAULT_DATASET_DIR = "~/.ogbench/data"
@@ -91,6 +95,7 @@ class GenerationSummary(NamedTuple):
     - `num_rows`: rows (transitions) written over both files.
     - `num_retries`: episodes collected again because they failed the scene health check.
     - `seconds`: wall-clock time of the collection and the writes.
+    - `num_resumed_episodes`: episodes recovered from the chunks of an interrupted call.
     """
 
     train_path: Path
@@ -100,6 +105,7 @@ class GenerationSummary(NamedTuple):
     num_rows: int
     num_retries: int
     seconds: float
+    num_resumed_episodes: int = 0
 
 
 class DatasetSummary(NamedTuple):
@@ -219,12 +225,254 @@ def dataset_paths(
     return play, val_path_for(play), play_ft, val_path_for(play_ft)
 
 
-def generate_command(domain: str, kind: str, dataset_dir: str | os.PathLike[str] | None = None) -> str:
-    """The `infom data generate ...` command line that writes a domain's dataset files."""
+def generate_command(
+    domain: str,
+    kind: str,
+    dataset_dir: str | os.PathLike[str] | None = None,
+    *,
+    identity: "DatasetIdentity | None" = None,
+    overwrite: bool = False,
+) -> str:
+    """The `infom data generate ...` command line that writes a domain's dataset files.
+
+    With `identity`, the command makes exactly that dataset (its episodes, validation
+    episodes, episode length and seed, where they differ from the command's defaults).
+    """
     command = f"infom data generate {domain} --kind {kind}"
+    if identity is not None:
+        if identity.num_episodes != REFERENCE_EPISODES[kind]:
+            command += f" --episodes {identity.num_episodes}"
+        if identity.num_val_episodes != default_val_episodes(identity.num_episodes):
+            command += f" --val-episodes {identity.num_val_episodes}"
+        if identity.episode_length != EPISODE_LENGTH:
+            command += f" --episode-length {identity.episode_length}"
+        if identity.seed != 0:
+            command += f" --seed {identity.seed}"
     if dataset_dir is not None and _resolve_dir(dataset_dir) != _resolve_dir(None):
         command += f" --dataset-dir {os.fspath(dataset_dir)}"
+    if overwrite:
+        command += " --overwrite"
     return command
+
+
+# ---------------------------------------------------------------------------------------
+# Identity: what made a dataset, written beside it
+# ---------------------------------------------------------------------------------------
+
+GENERATOR = "infom-plan-oracle"
+"""The name of this module's collection procedure, recorded in every identity."""
+
+GENERATOR_VERSION = 1
+"""Bumped whenever the collection procedure changes what it writes for the same request."""
+
+
+class DatasetMismatchError(DatasetError):
+    """Dataset files exist but were made for another request (size, episode length, seed or
+    generator); the message names the file and the command that makes the requested data."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetIdentity:
+    """What made a dataset: enough to make the same bytes again.
+
+    **Fields:**
+
+    - `domain`, `kind`: e.g. `"cube-single"`, `"play"`.
+    - `num_episodes`, `num_val_episodes`: episodes in the training and validation files.
+    - `episode_length`: rows per episode.
+    - `seed`: the base seed of [`generate_dataset`][].
+    - `generator`, `generator_version`: the collection procedure ([`GENERATOR`][],
+      [`GENERATOR_VERSION`][]); `"unrecorded"` for files that came without an identity
+      (e.g. OGBench's published files).
+    """
+
+    domain: str
+    kind: str
+    num_episodes: int
+    num_val_episodes: int
+    episode_length: int
+    seed: int = 0
+    generator: str = GENERATOR
+    generator_version: int = GENERATOR_VERSION
+
+    def describe(self) -> str:
+        """One line, e.g. `300 + 30 episodes x 1001 steps, seed 0 (infom-plan-oracle v1)`."""
+        origin = (
+            "origin unrecorded"
+            if self.generator == "unrecorded"
+            else f"seed {self.seed}, {self.generator} v{self.generator_version}"
+        )
+        return (
+            f"{self.num_episodes} + {self.num_val_episodes} episodes x {self.episode_length} steps, {origin}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "DatasetIdentity":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in record.items() if k in names})
+
+
+def requested_identity(
+    domain: str, kind: str, num_episodes: int, *, episode_length: int = EPISODE_LENGTH, seed: int = 0
+) -> DatasetIdentity:
+    """The identity of the dataset [`generate_dataset`][] makes for this request (validation
+    episodes: OGBench's 10%)."""
+    return DatasetIdentity(
+        domain=domain,
+        kind=kind,
+        num_episodes=num_episodes,
+        num_val_episodes=default_val_episodes(num_episodes),
+        episode_length=episode_length,
+        seed=seed,
+    )
+
+
+def identity_path(train_path: str | os.PathLike[str]) -> Path:
+    """The identity record of a dataset: `NAME.npz` -> `NAME.identity.json` (it covers both
+    `NAME.npz` and `NAME-val.npz`)."""
+    train_path = Path(train_path)
+    return train_path.with_name(train_path.stem + ".identity.json")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _identity_record(identity: DatasetIdentity, files: dict[str, bytes | Path]) -> dict[str, Any]:
+    import ogbench
+
+    record = identity.to_json()
+    record["ogbench_version"] = getattr(ogbench, "__version__", "unknown")
+    record["files"] = {}
+    for name, content in files.items():
+        if isinstance(content, Path):
+            record["files"][name] = {"bytes": content.stat().st_size, "sha256": file_sha256(content)}
+        else:
+            record["files"][name] = {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+    return record
+
+
+def read_identity(train_path: str | os.PathLike[str]) -> tuple[DatasetIdentity, dict[str, Any]] | None:
+    """The identity recorded beside a dataset and its file records (`{name: {bytes, sha256}}`),
+    or `None` if there is no identity file.
+
+    **Raises:** `DatasetError` naming the identity file if it cannot be read.
+    """
+    path = identity_path(train_path)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        return DatasetIdentity.from_json(record), dict(record["files"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DatasetError(f"{path}: not a readable dataset identity record ({error})") from None
+
+
+def _count_episodes(train_path: Path) -> tuple[int, int]:
+    """`(episodes, rows per episode)` of a file, from its `terminals` alone."""
+    try:
+        with np.load(train_path, allow_pickle=False) as archive:
+            terminals = archive["terminals"]
+    except Exception as error:
+        raise DatasetError(f"{train_path}: key 'terminals' could not be read ({error})") from None
+    ends = np.flatnonzero(terminals)
+    if len(ends) == 0:
+        raise DatasetError(f"{train_path}: key 'terminals' marks no episode end")
+    return len(ends), int(ends[0]) + 1
+
+
+def existing_identity(train_path: str | os.PathLike[str]) -> DatasetIdentity | None:
+    """The identity of the dataset at `train_path`: the recorded one, or, for files that came
+    without a record (such as OGBench's published files), one read off the files with
+    `generator="unrecorded"`. `None` if either file is missing."""
+    train_path = Path(train_path)
+    val_path = val_path_for(train_path)
+    if not (train_path.is_file() and val_path.is_file()):
+        return None
+    recorded = read_identity(train_path)
+    if recorded is not None:
+        return recorded[0]
+    match = _FILE_RE.match(train_path.name)
+    episodes, length = _count_episodes(train_path)
+    val_episodes, _ = _count_episodes(val_path)
+    return DatasetIdentity(
+        domain=match["domain"] if match else "unknown",
+        kind="play-ft" if "-play-ft-" in train_path.name else "play",
+        num_episodes=episodes,
+        num_val_episodes=val_episodes,
+        episode_length=length,
+        seed=-1,
+        generator="unrecorded",
+        generator_version=0,
+    )
+
+
+def check_dataset(
+    train_path: str | os.PathLike[str],
+    wanted: DatasetIdentity,
+    dataset_dir: str | os.PathLike[str] | None = None,
+) -> bool:
+    """Whether the requested dataset is at `train_path` (`True`) or missing (`False`).
+
+    Files with an identity record must match `wanted` exactly; files without one (e.g.
+    OGBench's published files) are accepted when their episode counts and length match.
+
+    **Raises:** `DatasetMismatchError` naming the file, what it holds, what was asked for and
+    the command that makes the right data, when the files hold another dataset.
+    """
+    train_path = Path(train_path)
+    have = existing_identity(train_path)
+    if have is None:
+        return False
+    if have.generator == "unrecorded":
+        same = (have.num_episodes, have.num_val_episodes, have.episode_length) == (
+            wanted.num_episodes,
+            wanted.num_val_episodes,
+            wanted.episode_length,
+        )
+    else:
+        same = have == wanted
+    if not same:
+        command = generate_command(wanted.domain, wanted.kind, dataset_dir, identity=wanted, overwrite=True)
+        raise DatasetMismatchError(
+            f"{train_path} holds another dataset than this run asks for:\n"
+            f"    found:     {have.describe()}\n"
+            f"    requested: {wanted.describe()}\n"
+            "Make the requested data (this replaces the files) with:\n"
+            f"    {command}\n"
+            "or keep these files and give the run another --dataset-dir."
+        )
+    return True
+
+
+def verify_files(train_path: str | os.PathLike[str]) -> dict[str, str]:
+    """The SHA-256 of a dataset's two files, `{file name: hex digest}`, checked against the
+    identity record where there is one.
+
+    **Raises:** `DatasetError` naming the file whose bytes differ from its record.
+    """
+    train_path = Path(train_path)
+    recorded = read_identity(train_path)
+    digests = {}
+    for path in (train_path, val_path_for(train_path)):
+        digests[path.name] = file_sha256(path)
+        if recorded is not None:
+            expected = recorded[1].get(path.name, {}).get("sha256")
+            if expected != digests[path.name]:
+                raise DatasetError(
+                    f"{path}: its bytes differ from {identity_path(train_path).name} (sha256 "
+                    f"{digests[path.name][:12]}..., recorded {str(expected)[:12]}...): the file was changed "
+                    "or damaged after it was generated; generate it again with --overwrite"
+                )
+    return digests
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,12 +611,16 @@ def _prepare_worker_process() -> None:
     Workers never render, so MuJoCo's OpenGL set-up (and its warning when there is no display)
     is skipped, and gymnasium's `Box` precision warning about OGBench's float64 bounds is silenced.
     """
+    import signal
     import warnings
 
     os.environ.setdefault("MUJOCO_GL", "disable")
     warnings.filterwarnings(
         "ignore", message=r".*precision lowered by casting to float32", category=UserWarning
     )
+    # Ctrl-C reaches the whole process group: only the parent handles it (it then stops the
+    # workers), so an interruption prints one line instead of a traceback per worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 _WORKER_COLLECTOR: _Collector | None = None
@@ -427,6 +679,18 @@ def _collect(
         pool.join()
 
 
+class GenerationInterrupted(KeyboardInterrupt):
+    """Generation was interrupted (Ctrl-C or SIGTERM); the completed chunks of episodes are kept
+    and the same call (or command) continues from them. The message says how many."""
+
+
+def partial_dir_for(path: str | os.PathLike[str]) -> Path:
+    """Where [`generate_dataset`][] keeps the completed chunks of an unfinished dataset:
+    `DIR/.NAME.partial/` next to `DIR/NAME.npz`."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial")
+
+
 def generate_dataset(
     domain: str,
     path: str | os.PathLike[str],
@@ -439,6 +703,8 @@ def generate_dataset(
     episode_length: int = EPISODE_LENGTH,
     overwrite: bool = False,
     progress: bool = True,
+    on_episode: Callable[[bool], None] | None = None,
+    chunk_episodes: int = 10,
 ) -> GenerationSummary:
     """Collects an OGBench "play" dataset with the scripted plan oracles and writes it in OGBench's format.
 
@@ -455,11 +721,18 @@ def generate_dataset(
     Every episode attempt is seeded on its own (environment and NumPy's global RNG, which the
     oracles use) from `(seed, kind, split, episode, attempt)`, so the files are identical for a
     given seed whatever the number of workers, `play` and `play-ft` never share an episode, and
-    a smaller dataset is a prefix of a larger one.
+    a smaller dataset is a prefix of a larger one. The files are written byte for byte
+    reproducibly (fixed zip timestamps).
 
-    Both files are written atomically (a temporary file in the same directory, then
-    `os.replace`), validation file first: an interrupted run never leaves a truncated file
-    under a final name.
+    **Interruption and resumption.** Episodes are kept in chunks of `chunk_episodes` in
+    `DIR/.NAME.partial/` (see [`partial_dir_for`][]) as they complete; an interrupted call
+    (Ctrl-C, SIGTERM turned into `KeyboardInterrupt`, a crash) loses at most the chunk in
+    progress, and the same call again continues from the last completed chunk, ending with the
+    same bytes as an uninterrupted one. Chunks of a different request are discarded.
+
+    **Writes.** Both files are written atomically (a temporary file in the same directory, then
+    `os.replace`), validation file first, then the identity record `NAME.identity.json`
+    ([`DatasetIdentity`][] plus each file's size and SHA-256); the chunks are removed last.
 
     **Arguments:**
 
@@ -474,10 +747,15 @@ def generate_dataset(
     - `episode_length`: rows per episode (OGBench's 1001; smaller only for tests).
     - `overwrite`: replace existing files instead of raising `FileExistsError`.
     - `progress`: show a progress bar over episodes (on stderr).
+    - `on_episode`: called once per episode, with `True` when it was collected and `False`
+      when it was recovered from a chunk (for a caller's own progress display).
+    - `chunk_episodes`: episodes per kept chunk.
 
     **Returns:**
 
     A `GenerationSummary`.
+
+    **Raises:** `GenerationInterrupted` (a `KeyboardInterrupt`) saying what was kept.
 
     !!! Example
 
@@ -488,16 +766,17 @@ def generate_dataset(
     """
     _check_domain(domain)
     _check_kind(kind)
-    if num_episodes < 1:
-        raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
+    for name, value in (("num_episodes", num_episodes), ("num_workers", num_workers)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
     if num_val_episodes is None:
         num_val_episodes = default_val_episodes(num_episodes)
     if num_val_episodes < 1:
         raise ValueError(f"num_val_episodes must be at least 1, got {num_val_episodes}")
-    if num_workers < 1:
-        raise ValueError(f"num_workers must be at least 1, got {num_workers}")
     if episode_length < 2:
         raise ValueError(f"episode_length must be at least 2, got {episode_length}")
+    if chunk_episodes < 1:
+        raise ValueError(f"chunk_episodes must be at least 1, got {chunk_episodes}")
     train_path = Path(os.path.expanduser(os.fspath(path)))
     val_path = val_path_for(train_path)
     if not overwrite:
@@ -506,28 +785,60 @@ def generate_dataset(
                 raise FileExistsError(
                     f"{existing} already exists; pass overwrite=True (--overwrite) to replace it."
                 )
+    identity = DatasetIdentity(
+        domain=domain,
+        kind=kind,
+        num_episodes=num_episodes,
+        num_val_episodes=num_val_episodes,
+        episode_length=episode_length,
+        seed=seed,
+    )
     train_path.parent.mkdir(parents=True, exist_ok=True)
+    chunks = _ChunkStore(partial_dir_for(train_path), identity, chunk_episodes)
 
-    tasks = [(seed, kind, "train", i) for i in range(num_episodes)]
-    tasks += [(seed, kind, "val", i) for i in range(num_val_episodes)]
-    num_workers = min(num_workers, len(tasks))
     start = time.perf_counter()
-    splits: dict[str, dict[str, np.ndarray]] = {}
-    retries = 0
-    with _progress_bar(len(tasks), f"{domain}-{kind}", progress) as bar:
-        results = _collect(domain, tasks, episode_length, num_workers, bar.update)
-        for (_, _, split, index), (episode, attempt) in zip(tasks, results, strict=True):
-            retries += attempt
-            count = num_episodes if split == "train" else num_val_episodes
-            if split not in splits:
-                splits[split] = {
-                    key: np.empty((count * episode_length, *value.shape[1:]), dtype=value.dtype)
-                    for key, value in episode.items()
-                }
-            rows = slice(index * episode_length, (index + 1) * episode_length)
-            for key, value in episode.items():
-                splits[split][key][rows] = value
-    _write_pair_atomic(train_path, splits["train"], val_path, splits["val"])
+    counts = {"train": num_episodes, "val": num_val_episodes}
+    # Episodes already kept from an interrupted call, then the rest, collected in task order.
+    done: dict[tuple[str, int], tuple[dict[str, np.ndarray], np.ndarray]] = chunks.load()
+    tasks = [
+        (seed, kind, split, i)
+        for split in ("train", "val")
+        for i in range(counts[split])
+        if (split, i // chunk_episodes) not in done
+    ]
+    resumed = sum(len(attempts) for _, attempts in done.values())
+    total = num_episodes + num_val_episodes
+    with _progress_bar(total, f"{domain}-{kind}", progress) as bar:
+        bar.update(resumed)
+        for _ in range(resumed if on_episode is not None else 0):
+            on_episode(False)
+        pending: dict[tuple[str, int], list[tuple[dict[str, np.ndarray], int]]] = {}
+        collected = 0
+        try:
+            if tasks:
+                results = _collect(domain, tasks, episode_length, min(num_workers, len(tasks)), bar.update)
+                for (_, _, split, index), result in zip(tasks, results, strict=True):
+                    collected += 1
+                    if on_episode is not None:
+                        on_episode(True)
+                    chunk = (split, index // chunk_episodes)
+                    pending.setdefault(chunk, []).append(result)
+                    if len(pending[chunk]) == chunks.size(chunk, counts[split]):
+                        done[chunk] = chunks.save(chunk, pending.pop(chunk))
+        except KeyboardInterrupt:
+            kept = sum(len(attempts) for _, attempts in done.values())
+            raise GenerationInterrupted(
+                f"generation of {train_path.name} interrupted: {kept} of {total} episodes are kept in "
+                f"{chunks.directory} ({resumed + collected - kept} in an unfinished chunk were dropped); "
+                "the same command continues from there"
+            ) from None
+    splits = {}
+    for split in ("train", "val"):
+        parts = [done[(split, c)][0] for c in range(-(-counts[split] // chunk_episodes))]
+        splits[split] = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    retries = int(sum(int(attempts.sum()) for _, attempts in done.values()))
+    _write_pair_atomic(train_path, splits["train"], val_path, splits["val"], identity)
+    chunks.remove()
     return GenerationSummary(
         train_path=train_path,
         val_path=val_path,
@@ -536,7 +847,71 @@ def generate_dataset(
         num_rows=(num_episodes + num_val_episodes) * episode_length,
         num_retries=retries,
         seconds=time.perf_counter() - start,
+        num_resumed_episodes=resumed,
     )
+
+
+class _ChunkStore:
+    """The completed chunks of an unfinished dataset: `{split}-{chunk:05d}.npz` files (rows of
+    `chunk_episodes` episodes plus their `_attempts`) and the request they belong to."""
+
+    def __init__(self, directory: Path, identity: DatasetIdentity, chunk_episodes: int):
+        self.directory = directory
+        self.chunk_episodes = chunk_episodes
+        self.request = {**identity.to_json(), "chunk_episodes": chunk_episodes}
+        request_file = directory / "request.json"
+        if directory.exists():
+            try:
+                same = json.loads(request_file.read_text()) == self.request
+            except (OSError, ValueError):
+                same = False
+            if not same:  # chunks of another request (or a torn request file): start over
+                self.remove()
+        directory.mkdir(parents=True, exist_ok=True)
+        if not request_file.exists():
+            atomic_write_bytes(request_file, (json.dumps(self.request, sort_keys=True) + "\n").encode())
+
+    def size(self, chunk: tuple[str, int], count: int) -> int:
+        return min(self.chunk_episodes, count - chunk[1] * self.chunk_episodes)
+
+    def _path(self, chunk: tuple[str, int]) -> Path:
+        return self.directory / f"{chunk[0]}-{chunk[1]:05d}.npz"
+
+    def load(self) -> dict[tuple[str, int], tuple[dict[str, np.ndarray], np.ndarray]]:
+        kept = {}
+        length = self.request["episode_length"]
+        for file in sorted(self.directory.glob("*.npz")):
+            match = re.fullmatch(r"(train|val)-(\d{5})\.npz", file.name)
+            if match is None:
+                continue
+            chunk = (match[1], int(match[2]))
+            count = self.request["num_episodes" if chunk[0] == "train" else "num_val_episodes"]
+            try:
+                with np.load(file, allow_pickle=False) as archive:
+                    arrays = {key: archive[key] for key in archive.files}
+                attempts = arrays.pop("_attempts")
+                if len(attempts) != self.size(chunk, count) or any(
+                    len(v) != len(attempts) * length for v in arrays.values()
+                ):
+                    raise ValueError("wrong size")
+            except Exception:  # a damaged chunk is collected again
+                file.unlink(missing_ok=True)
+                continue
+            kept[chunk] = (arrays, attempts)
+        return kept
+
+    def save(
+        self, chunk: tuple[str, int], results: list[tuple[dict[str, np.ndarray], int]]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        arrays = {key: np.concatenate([episode[key] for episode, _ in results]) for key in results[0][0]}
+        attempts = np.array([attempt for _, attempt in results], dtype=np.int64)
+        buffer = io.BytesIO()
+        _write_npz(buffer, {**arrays, "_attempts": attempts}, compress=False)
+        atomic_write_bytes(self._path(chunk), buffer.getvalue())
+        return arrays, attempts
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -552,41 +927,44 @@ def _progress_bar(total: int, description: str, enabled: bool) -> Iterator[Any]:
         yield bar
 
 
-def _write_npz_to_temp(path: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Writes `arrays` compressed to a new temporary file next to `path` and returns its path."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez_compressed(file, **arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temp, 0o644)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return temp
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _write_npz(file: Any, arrays: dict[str, np.ndarray], *, compress: bool = True) -> None:
+    """`np.savez[_compressed]` with fixed member timestamps, so equal arrays give equal bytes.
+
+    The result is an ordinary `.npz` archive (one `KEY.npy` member per array) that `np.load`
+    and OGBench's loader read as usual.
+    """
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(file, mode="w", compression=method, allowZip64=True) as archive:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = method
+            info.external_attr = 0o644 << 16
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
 
 
 def _write_pair_atomic(
-    train_path: Path, train: dict[str, np.ndarray], val_path: Path, val: dict[str, np.ndarray]
+    train_path: Path,
+    train: dict[str, np.ndarray],
+    val_path: Path,
+    val: dict[str, np.ndarray],
+    identity: DatasetIdentity,
 ) -> None:
-    """Writes both files to temporary names, then renames them into place (validation file first)."""
-    temps: list[Path] = []
-    try:
-        temps.append(_write_npz_to_temp(val_path, val))
-        temps.append(_write_npz_to_temp(train_path, train))
-        os.replace(temps[0], val_path)
-        os.replace(temps[1], train_path)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # make the renames durable where the platform allows it
-        directory = os.open(train_path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    """Writes both files and then their identity record, each atomically (validation file first)."""
+    contents = {}
+    for path, arrays in ((val_path, val), (train_path, train)):
+        buffer = io.BytesIO()
+        _write_npz(buffer, arrays)
+        contents[path] = buffer.getvalue()
+    identity_file = identity_path(train_path)
+    identity_file.unlink(missing_ok=True)  # files never sit beside a stale identity
+    for path, content in contents.items():
+        atomic_write_bytes(path, content)
+    record = _identity_record(identity, {path.name: content for path, content in contents.items()})
+    atomic_write_bytes(identity_file, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
 
 
 # ---------------------------------------------------------------------------------------

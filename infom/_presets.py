@@ -28,8 +28,10 @@ class RunConfig:
       compiled program.
     - `obs_normalization`: "zscore" (paper), "bounded" or "none"; fitted on the pre-training
       data and used everywhere.
-    - `pretrain_episodes`, `finetune_episodes`: dataset sizes to generate when the files are
-      missing (OGBench's published sizes are 1,000 and 500 episodes of 1,001 steps).
+    - `pretrain_episodes`, `finetune_episodes`, `episode_length`, `data_seed`: the datasets the
+      run asks for (OGBench's published sizes are 1,000 and 500 episodes of 1,001 steps; the
+      validation files hold 10% more). Missing files are generated with these; existing files
+      that hold anything else are refused.
     - `eval_workers`: environment worker processes for evaluation.
     - `checkpoint_every`: blocks between checkpoints (always also at each evaluation and at
       the end).
@@ -45,6 +47,8 @@ class RunConfig:
     obs_normalization: NormalizerKind = "zscore"
     pretrain_episodes: int = 1000
     finetune_episodes: int = 500
+    episode_length: int = 1001
+    data_seed: int = 0
     eval_workers: int = 2
     checkpoint_every: int = 5
 
@@ -63,7 +67,9 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
-        for name in ("pretrain_updates", "finetune_updates", "seed"):
+        if not isinstance(self.episode_length, int) or self.episode_length < 2:
+            raise ValueError(f"{owner}.episode_length must be an integer >= 2, got {self.episode_length!r}")
+        for name in ("pretrain_updates", "finetune_updates", "seed", "data_seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{owner}.{name} must be a non-negative integer, got {value!r}")
@@ -82,12 +88,13 @@ class RunConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named pair of method hyper-parameters and run schedule."""
+    """A named pair of method hyper-parameters and run schedule, for the tasks of one `domain`."""
 
     name: str
     description: str
     infom: InFOMConfig
     run: RunConfig
+    domain: str
 
 
 # The paper's per-domain settings (ALGORITHM.md): latent dim, lambda_KL, expectile, alpha.
@@ -115,6 +122,7 @@ def _paper(domain: str) -> Preset:
         f"expectile {expectile}, alpha {alpha}; 1M + 500k updates, evaluation every 50k over 50 episodes",
         infom=infom,
         run=RunConfig(),
+        domain=domain,
     )
 
 
@@ -143,6 +151,7 @@ def _cpu(domain: str) -> Preset:
         "latent 128, 8 futures; 300 + 150 play episodes, 40k + 20k updates, evaluation every 5k",
         infom=infom,
         run=run,
+        domain=domain,
     )
 
 
@@ -171,6 +180,7 @@ def _smoke(domain: str) -> Preset:
         description=f"a minutes-long smoke test of the whole pipeline on {domain} (not a meaningful result)",
         infom=infom,
         run=run,
+        domain=domain,
     )
 
 

@@ -3,11 +3,12 @@ with a run directory, atomic checkpoints, exact resumption and a non-finite-loss
 
 import contextlib
 import csv
+import functools
+import hashlib
 import io
-import json
 import math
 import os
-import tempfile
+import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,8 +21,18 @@ import jax.random as jr
 import numpy as np
 
 from ._config import InFOMConfig
-from ._data import Dataset, Normalizer, fit_normalizer, load_normalizer, normalize_dataset, save_normalizer
+from ._data import (
+    Dataset,
+    DatasetError,
+    Normalizer,
+    fit_normalizer,
+    load_normalizer,
+    normalize_dataset,
+    save_normalizer,
+)
+from ._files import atomic_write_bytes, atomic_write_json, deferred_interrupts, read_json
 from ._presets import RunConfig, config_from_dict, config_to_dict
+from ._progress import JobProgress, Phase
 from ._train import (
     FinetuneMetrics,
     PretrainMetrics,
@@ -38,8 +49,6 @@ from ._train import (
 
 CONFIG_FILE = "config.json"
 NORMALIZER_FILE = "normalizer.npz"
-CHECKPOINT_FILE = "checkpoint.eqx"
-CHECKPOINT_META_FILE = "checkpoint.json"
 PRETRAIN_CSV = "pretrain_metrics.csv"
 FINETUNE_CSV = "finetune_metrics.csv"
 EVAL_CSV = "eval.csv"
@@ -60,56 +69,139 @@ class RunResult(NamedTuple):
     evaluations: list[dict[str, Any]]
 
 
-# --------------------------------------------------------------------------- files
+# --------------------------------------------------------------------------- checkpoints
+
+_CHECKPOINT_RE = re.compile(r"checkpoint-(\d{9})\.json")
+_KEEP_CHECKPOINTS = 2
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Writes `data` to `path` through a temporary file in the same directory and `os.replace`,
-    so a crash never leaves a partial file under `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+class CheckpointError(ValueError):
+    """A checkpoint is missing, torn or damaged; the message names the file (and a previous
+    checkpoint that verifies, if there is one)."""
 
 
-def _write_json(path: Path, record: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+def checkpoint_paths(run_dir: str | os.PathLike, step: int) -> tuple[Path, Path]:
+    """`(checkpoint-STEP.eqx, checkpoint-STEP.json)` in `run_dir` (STEP zero-padded to 9 digits)."""
+    run_dir = Path(run_dir)
+    return run_dir / f"checkpoint-{step:09d}.eqx", run_dir / f"checkpoint-{step:09d}.json"
+
+
+def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
+    """The steps of the checkpoints recorded in `run_dir` (those with a `.json` record), newest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    steps = [int(m[1]) for f in run_dir.iterdir() if (m := _CHECKPOINT_RE.fullmatch(f.name))]
+    return sorted(steps, reverse=True)
+
+
+def _states_step(states: TrainState) -> int:
+    return int(np.asarray(states.step).reshape(-1)[0])
 
 
 def save_checkpoint(run_dir: str | os.PathLike, states: TrainState) -> None:
-    """Serialises the (seed-stacked) training states atomically, then a small JSON record of
-    the step; a checkpoint is only complete when both agree."""
+    """Saves the (seed-stacked) training states beside the previous checkpoint.
+
+    Writes `checkpoint-STEP.eqx` (the serialised states), then `checkpoint-STEP.json`
+    (`step`, `bytes`, `sha256` of the `.eqx` file), each atomically; a checkpoint exists only
+    once its record does. Then removes all but the newest two checkpoints, so the previous good
+    one survives whatever happens to the new one. Saving a step that already has a checkpoint
+    does nothing (the states of one step are the same).
+    """
     run_dir = Path(run_dir)
+    step = _states_step(states)
+    eqx_path, meta_path = checkpoint_paths(run_dir, step)
+    if meta_path.exists():
+        return
     buffer = io.BytesIO()
     eqx.tree_serialise_leaves(buffer, states)
-    atomic_write_bytes(run_dir / CHECKPOINT_FILE, buffer.getvalue())
-    _write_json(run_dir / CHECKPOINT_META_FILE, {"step": int(np.asarray(states.step).reshape(-1)[0])})
+    payload = buffer.getvalue()
+    atomic_write_bytes(eqx_path, payload)
+    atomic_write_json(
+        meta_path,
+        {
+            "step": step,
+            "file": eqx_path.name,
+            "bytes": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "format": 1,
+        },
+    )
+    keep = set(checkpoint_steps(run_dir)[:_KEEP_CHECKPOINTS])
+    for old in checkpoint_steps(run_dir):
+        if old not in keep:
+            old_eqx, old_meta = checkpoint_paths(run_dir, old)
+            old_meta.unlink(missing_ok=True)  # the record first: an .eqx without one is ignored
+            old_eqx.unlink(missing_ok=True)
+    for orphan in run_dir.glob("checkpoint-*.eqx"):
+        if not orphan.with_suffix(".json").exists():
+            orphan.unlink(missing_ok=True)
+
+
+def _verified_payload(run_dir: Path, step: int) -> bytes:
+    """The bytes of checkpoint `step`, checked against its record; `CheckpointError` naming
+    the file otherwise."""
+    eqx_path, meta_path = checkpoint_paths(run_dir, step)
+    try:
+        meta = read_json(meta_path, "checkpoint record")
+        expected_bytes, expected_sha = int(meta["bytes"]), str(meta["sha256"])
+        if int(meta["step"]) != step:
+            raise ValueError(f"{meta_path}: records step {meta['step']}, its name says {step}")
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as error:
+        message = str(error)
+        if str(meta_path) not in message:
+            message = f"{meta_path}: not a checkpoint record ({error})"
+        raise CheckpointError(message) from None
+    try:
+        payload = eqx_path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{eqx_path}: missing (its record {meta_path.name} exists)") from None
+    actual_sha = hashlib.sha256(payload).hexdigest()
+    if len(payload) != expected_bytes or actual_sha != expected_sha:
+        raise CheckpointError(
+            f"{eqx_path}: damaged ({len(payload)} bytes, sha256 {actual_sha[:12]}...; "
+            f"{meta_path.name} records {expected_bytes} bytes, sha256 {expected_sha[:12]}...)"
+        )
+    return payload
 
 
 def load_checkpoint(run_dir: str | os.PathLike, like: TrainState) -> TrainState:
-    """Loads the states saved by [`save_checkpoint`][] into the structure of `like`."""
+    """Loads the newest checkpoint saved by [`save_checkpoint`][] into the structure of `like`,
+    after checking its size and SHA-256 against its record and the step it holds.
+
+    **Raises:** `CheckpointError` naming the damaged file, and the previous checkpoint if it
+    verifies (delete the damaged pair to resume from it); `FileNotFoundError` if there is none.
+    """
     run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT_FILE
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint (no checkpoint-*.json record)")
+    step = steps[0]
+    eqx_path, meta_path = checkpoint_paths(run_dir, step)
     try:
-        with open(path, "rb") as handle:
-            states = eqx.tree_deserialise_leaves(handle, like)
-        meta = json.loads((run_dir / CHECKPOINT_META_FILE).read_text())
-    except FileNotFoundError as error:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint ({error.filename} is missing)") from None
-    except Exception as error:  # a truncated or foreign file
-        raise ValueError(f"{path}: cannot read the checkpoint ({error})") from error
-    step = int(np.asarray(states.step).reshape(-1)[0])
-    if meta.get("step") != step:
-        raise ValueError(f"{path}: holds step {step} but {CHECKPOINT_META_FILE} says {meta.get('step')}")
+        payload = _verified_payload(run_dir, step)
+        states = eqx.tree_deserialise_leaves(io.BytesIO(payload), like)
+        if _states_step(states) != step:
+            raise CheckpointError(f"{eqx_path}: holds step {_states_step(states)}, its record says {step}")
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}{_previous_hint(run_dir, steps[1:], step)}") from None
+    except Exception as error:  # a foreign file, or a run with other shapes
+        raise CheckpointError(f"{eqx_path}: cannot be read as this run's states ({error})") from error
     return states
+
+
+def _previous_hint(run_dir: Path, older: list[int], step: int) -> str:
+    for previous in older:
+        try:
+            _verified_payload(run_dir, previous)
+        except CheckpointError:
+            continue
+        bad = " and ".join(p.name for p in checkpoint_paths(run_dir, step))
+        return (
+            f". The previous checkpoint {checkpoint_paths(run_dir, previous)[0].name} (update {previous}) "
+            f"is intact: delete {bad} to resume from it."
+        )
+    return ". No older checkpoint verifies."
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -169,6 +261,106 @@ class RunData(NamedTuple):
     action_dim: int
 
 
+_RUN_KINDS = (("play", "pretrain_episodes"), ("play-ft", "finetune_episodes"))
+
+
+def data_request(env_name: str, run: RunConfig) -> dict[str, Any]:
+    """The identities of the datasets a run on `env_name` asks for: `{"play": DatasetIdentity,
+    "play-ft": DatasetIdentity}` from the run's episode counts, episode length and data seed."""
+    from ._ogbench import _parse_name, requested_identity
+
+    domain = _parse_name(env_name)[0]
+    return {
+        kind: requested_identity(
+            domain, kind, getattr(run, field), episode_length=run.episode_length, seed=run.data_seed
+        )
+        for kind, field in _RUN_KINDS
+    }
+
+
+def _train_paths(env_name: str, dataset_dir: str | os.PathLike | None) -> dict[str, Path]:
+    from ._ogbench import dataset_paths
+
+    play, _, play_ft, _ = dataset_paths(env_name, dataset_dir)
+    return {"play": play, "play-ft": play_ft}
+
+
+def check_task_data(
+    env_name: str, run: RunConfig, *, dataset_dir: str | os.PathLike | None = None
+) -> dict[str, bool]:
+    """Which of a run's datasets are present (`{"play": bool, "play-ft": bool}`), before any
+    time is spent; files holding another dataset than the run asks for raise
+    `DatasetMismatchError` with the command that makes the right data."""
+    from ._ogbench import check_dataset
+
+    paths = _train_paths(env_name, dataset_dir)
+    return {
+        kind: check_dataset(paths[kind], wanted, dataset_dir)
+        for kind, wanted in data_request(env_name, run).items()
+    }
+
+
+def _missing_data_error(env_name: str, run: RunConfig, dataset_dir, kinds: list[str]) -> Exception:
+    from ._ogbench import DatasetNotFoundError, generate_command, val_path_for
+
+    request = data_request(env_name, run)
+    paths = _train_paths(env_name, dataset_dir)
+    files = ", ".join(f"{paths[k]} (+ {val_path_for(paths[k]).name})" for k in kinds)
+    commands = "\n".join(
+        f"    {generate_command(request[k].domain, k, dataset_dir, identity=request[k])}" for k in kinds
+    )
+    return DatasetNotFoundError(
+        f"OGBench dataset file(s) not found: {files}. These datasets are generated locally, never "
+        f"downloaded. Create them with:\n{commands}"
+    )
+
+
+def prepare_task_data(
+    env_name: str,
+    run: RunConfig,
+    *,
+    dataset_dir: str | os.PathLike | None = None,
+    generate_missing: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda message: None,
+    on_episode: Callable[[str, bool], None] | None = None,
+) -> None:
+    """Makes sure the datasets a run asks for ([`data_request`][]) are in `dataset_dir`:
+    generates the missing ones with OGBench's oracles (continuing an interrupted generation
+    from its last completed chunk), and refuses files that hold another dataset.
+
+    **Raises:** `DatasetMismatchError` (other data under the names), `DatasetNotFoundError`
+    (missing and `generate_missing` is False), both naming the command that makes the data.
+    """
+    from ._ogbench import generate_dataset
+
+    present = check_task_data(env_name, run, dataset_dir=dataset_dir)
+    missing = [kind for kind, ok in present.items() if not ok]
+    if missing and not generate_missing:
+        raise _missing_data_error(env_name, run, dataset_dir, missing)
+    paths = _train_paths(env_name, dataset_dir)
+    request = data_request(env_name, run)
+    for kind in missing:
+        wanted = request[kind]
+        log(
+            f"generating {kind} data for {wanted.domain} ({wanted.num_episodes} + {wanted.num_val_episodes} "
+            f"episodes) in {paths[kind].parent}"
+        )
+        generate_dataset(
+            wanted.domain,
+            paths[kind],
+            num_episodes=wanted.num_episodes,
+            num_val_episodes=wanted.num_val_episodes,
+            kind=kind,
+            seed=wanted.seed,
+            episode_length=wanted.episode_length,
+            overwrite=True,  # only absent or incomplete files get here
+            progress=progress,
+            num_workers=min(2, os.cpu_count() or 1),
+            on_episode=None if on_episode is None else functools.partial(on_episode, kind),
+        )
+
+
 def load_task_data(
     env_name: str,
     run: RunConfig,
@@ -179,38 +371,26 @@ def load_task_data(
     log: Callable[[str], None] = lambda message: None,
     normalizer: Normalizer | None = None,
 ) -> RunData:
-    """Loads (generating them first if missing and allowed) the pre-training "play" and the
-    reward-labelled fine-tuning "play-ft" datasets of an OGBench task through OGBench's own
-    loader, and normalises both with one normaliser fitted on the pre-training data (or the
-    given `normalizer`, e.g. the one stored with a run)."""
-    from ._ogbench import _parse_name, dataset_paths, generate_dataset, load_ogbench
+    """Loads the pre-training "play" and the reward-labelled fine-tuning "play-ft" datasets of
+    an OGBench task through OGBench's own loader (after [`prepare_task_data`][]: missing files
+    are generated if allowed, files of another size or seed are refused), and normalises both
+    with one normaliser fitted on the pre-training data (or the given `normalizer`, e.g. the
+    one stored with a run)."""
+    prepare_task_data(
+        env_name, run, dataset_dir=dataset_dir, generate_missing=generate_missing, progress=progress, log=log
+    )
+    return _load_files(env_name, run, dataset_dir, normalizer)
 
-    domain = _parse_name(env_name)[0]
-    paths = dataset_paths(env_name, dataset_dir)
-    for kind, train_path, val_path, episodes in (
-        ("play", paths[0], paths[1], run.pretrain_episodes),
-        ("play-ft", paths[2], paths[3], run.finetune_episodes),
-    ):
-        if train_path.exists() and val_path.exists():
-            continue
-        if not generate_missing:
-            continue  # load_ogbench raises DatasetNotFoundError naming the command
-        log(f"generating {kind} data for {domain} ({episodes} episodes) in {train_path.parent}")
-        generate_dataset(
-            domain,
-            train_path,
-            num_episodes=episodes,
-            kind=kind,
-            seed=0,
-            overwrite=True,
-            progress=progress,
-            num_workers=min(2, os.cpu_count() or 1),
-        )
+
+def _load_files(env_name: str, run: RunConfig, dataset_dir, normalizer: Normalizer | None) -> RunData:
+    from ._ogbench import load_ogbench
+
+    paths = _train_paths(env_name, dataset_dir)
     pre = load_ogbench(env_name, dataset_dir=dataset_dir, kind="play")
     fine = load_ogbench(env_name, dataset_dir=dataset_dir, kind="play-ft")
     reward_free = {k: v for k, v in pre.train.items() if k not in ("rewards", "masks")}
-    pretrain = Dataset.from_ogbench(reward_free, source=paths[0].name)
-    finetune = Dataset.from_ogbench(fine.train, source=paths[2].name)
+    pretrain = Dataset.from_ogbench(reward_free, source=paths["play"].name)
+    finetune = Dataset.from_ogbench(fine.train, source=paths["play-ft"].name)
     for env in (pre.env, fine.env):
         with contextlib.suppress(Exception):
             env.close()
@@ -223,6 +403,56 @@ def load_task_data(
         obs_dim=int(pretrain.observations.shape[1]),
         action_dim=int(pretrain.actions.shape[1]),
     )
+
+
+def data_fingerprint(data: RunData) -> str:
+    """SHA-256 over every array of the (normalised) datasets and the normaliser, in a fixed
+    order: two runs see the same data exactly when their fingerprints agree."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(eqx.filter((data.pretrain, data.finetune, data.normalizer), eqx.is_array)):
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _data_record(env_name: str, dataset_dir, data: RunData, from_files: bool) -> dict[str, Any]:
+    from ._ogbench import existing_identity, verify_files
+
+    record: dict[str, Any] = {
+        "fingerprint": data_fingerprint(data),
+        "rows": {
+            "pretrain": int(data.pretrain.observations.shape[0]),
+            "finetune": int(data.finetune.observations.shape[0]),
+        },
+        "files": {},
+    }
+    if from_files:
+        for kind, path in _train_paths(env_name, dataset_dir).items():
+            identity = existing_identity(path)
+            assert identity is not None
+            for name, digest in verify_files(path).items():
+                record["files"][name] = {"kind": kind, "sha256": digest, "identity": identity.to_json()}
+    return record
+
+
+def _check_files_unchanged(run_dir: Path, record: dict[str, Any], dataset_dir) -> None:
+    """A resumed run reads exactly the files it started with."""
+    from ._ogbench import _resolve_dir, file_sha256
+
+    root = _resolve_dir(dataset_dir)
+    for name, entry in record["files"].items():
+        path = root / name
+        if not path.is_file():
+            raise DatasetError(
+                f"{path}: missing; this run started with it ({run_dir / DATA_FILE} records its sha256 "
+                f"{entry['sha256'][:12]}...). Pass --dataset-dir with the directory that holds it"
+            )
+        if file_sha256(path) != entry["sha256"]:
+            raise DatasetError(
+                f"{path}: not the file this run started with (sha256 differs from {run_dir / DATA_FILE}); "
+                "a resumed run trains on the same data or not at all"
+            )
 
 
 # --------------------------------------------------------------------------- compiled blocks
@@ -380,8 +610,64 @@ def _eval_due(step: int, run: RunConfig) -> bool:
     return step >= run.pretrain_updates and (done % run.eval_interval == 0 or done == run.finetune_updates)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run was interrupted (Ctrl-C, or SIGTERM in the `infom` command); the message says what
+    was kept and gives the exact command that resumes it."""
+
+
+DATA_FILE = "data.json"
+
+
+def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The `config.json` of a run directory; `FileNotFoundError` saying it is not a run
+    directory when there is none, `ValueError` naming the file when it is torn."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory ({CONFIG_FILE} is missing)")
+    return read_json(path, "run configuration")
+
+
+def _check_preset_domain(env_name: str, preset: str | None) -> None:
+    from ._ogbench import _parse_name
+    from ._presets import PRESETS
+
+    if preset is None or preset not in PRESETS:
+        return
+    domain = _parse_name(env_name)[0]
+    if PRESETS[preset].domain != domain:
+        choices = ", ".join(name for name, p in sorted(PRESETS.items()) if p.domain == domain)
+        raise ValueError(
+            f"preset {preset!r} is for {PRESETS[preset].domain}, but {env_name} is a {domain} task; "
+            f"choose one of: {choices}"
+        )
+
+
+def _job_phases(env_name: str, run: RunConfig, missing: list[str]) -> list[Phase]:
+    from ._ogbench import _parse_name, eval_episode_length
+
+    request = data_request(env_name, run)
+    phases = [
+        Phase(
+            f"data {kind}",
+            (request[kind].num_episodes + request[kind].num_val_episodes) if kind in missing else 0,
+            "episodes",
+            prior_seconds=run.episode_length / 350,  # measured: ~378 steps/s with 2 workers
+        )
+        for kind, _ in _RUN_KINDS
+    ]
+    ends = range(run.pretrain_updates, run.pretrain_updates + run.finetune_updates + 1, run.block_size)
+    evals = sum(_eval_due(step, run) for step in ends)
+    eval_steps = run.num_seeds * run.eval_episodes * eval_episode_length(_parse_name(env_name)[0])
+    phases += [
+        Phase("pre-training", run.pretrain_updates, "updates", prior_seconds=0.03 * run.num_seeds),
+        Phase("fine-tuning", run.finetune_updates, "updates", prior_seconds=0.13 * run.num_seeds),
+        Phase("evaluation", evals, "evaluations", prior_seconds=0.004 * eval_steps / run.eval_workers),
+    ]
+    return phases
+
+
 def train(
-    env_name: str,
+    env_name: str | None,
     run_dir: str | os.PathLike,
     infom: InFOMConfig | None = None,
     run: RunConfig | None = None,
@@ -397,85 +683,192 @@ def train(
 ) -> RunResult:
     """Pre-trains, fine-tunes and evaluates InFOM on an OGBench task, writing a run directory.
 
-    The run directory holds `config.json` (the resolved configs), `normalizer.npz`,
-    `checkpoint.eqx` + `checkpoint.json` (all seeds' [`TrainState`][]s, written atomically),
-    `pretrain_metrics.csv` / `finetune_metrics.csv` (block means per seed), `eval.csv`
-    (success rate and return per evaluation and seed), `eval.json` (mean and std over seeds)
-    and `learning_curve.png`.
+    The run directory is created first, with `config.json` (the resolved configs, the
+    dataset directory and the identity of the data the run asks for), before anything slow
+    starts, so the run can be resumed from any moment. It then holds `data.json` (each dataset
+    file's identity and SHA-256, and a fingerprint of the loaded arrays), `normalizer.npz`,
+    `checkpoint-STEP.eqx` + `checkpoint-STEP.json` (all seeds' [`TrainState`][]s and their
+    size and SHA-256; the newest two are kept), `pretrain_metrics.csv` /
+    `finetune_metrics.csv` (block means per seed), `eval.csv` (success rate and return per
+    evaluation and seed), `eval.json` (mean and std over seeds) and `learning_curve.png`.
 
-    With `resume=True`, the configs and normaliser are read from `run_dir`, training continues
-    from the last checkpoint, and rows written after it are dropped: because every block's
-    randomness is a function of (seed, block index) only, the run ends with exactly the
-    parameters of an uninterrupted run.
+    Data: files that hold another dataset than the run asks for (other episode counts,
+    episode length, seed or generator) are refused with the command that makes the right
+    data; missing files are generated (an interrupted generation continues from its last
+    completed chunk) unless `generate_missing` is False.
+
+    With `resume=True`, the configs, dataset directory and normaliser are read from
+    `run_dir`; the dataset files must be the ones the run started with (SHA-256); training
+    continues from the last checkpoint, and rows written after it are dropped. Because every
+    block's randomness is a function of (seed, block index) only, the run ends with exactly the
+    parameters of an uninterrupted run. A `KeyboardInterrupt` (Ctrl-C; the `infom` command
+    turns SIGTERM into one) first saves the states of the last completed block, then raises
+    [`RunInterrupted`][] saying what was kept and how to resume.
 
     **Arguments:**
 
-    - `env_name`: an OGBench task, e.g. `cube-single-play-singletask-task1-v0`.
+    - `env_name`: an OGBench task, e.g. `cube-single-play-singletask-task1-v0` (`None` when
+      resuming: the run's own).
     - `run_dir`: the run directory (created; must be empty or absent unless resuming).
-    - `infom`, `run`: the configs (ignored when resuming); `preset` records their origin.
-    - `dataset_dir`: OGBench's dataset directory (default `~/.ogbench/data`).
+    - `infom`, `run`: the configs (ignored when resuming); `preset` records their origin and
+      must be a preset of the task's domain.
+    - `dataset_dir`: OGBench's dataset directory (default `~/.ogbench/data`; when resuming,
+      the run's own).
     - `generate_missing`: generate missing datasets with OGBench's oracles (else fail with the
       command that makes them).
-    - `progress`, `log`: a progress bar on stderr, and a callback for one-line messages.
-    - `data`: pre-loaded [`RunData`][] (skips loading; for tests and notebooks).
+    - `progress`, `log`: one progress line for the whole job on stderr, and a callback for
+      one-line messages.
+    - `data`: pre-loaded [`RunData`][] (skips the files; for tests and notebooks). A resumed
+      run must be given the same arrays (checked by fingerprint).
     - `stop_after`: stop (after checkpointing) once this many updates are done, as if killed.
 
     **Raises:** `NonFiniteLossError` naming the loss, update and seed if a loss becomes
-    non-finite (the last checkpoint stays intact); `DatasetNotFoundError` if data are missing
-    and `generate_missing` is False.
+    non-finite (the last checkpoint stays intact); `DatasetNotFoundError` /
+    `DatasetMismatchError` for missing or different data, before the run directory is made;
+    `CheckpointError` naming a damaged checkpoint; `RunInterrupted`.
     """
+    from ._ogbench import GenerationInterrupted, _resolve_dir
+
     run_dir = Path(run_dir)
     if resume:
-        record = json.loads((run_dir / CONFIG_FILE).read_text())
-        if record["env"] != env_name:
+        record = read_run_record(run_dir)
+        if env_name is not None and record["env"] != env_name:
             raise ValueError(f"{run_dir} is a run on {record['env']!r}, not {env_name!r}")
+        env_name = record["env"]
         infom, run = config_from_dict(record)
-        normalizer = load_normalizer(run_dir / NORMALIZER_FILE)
+        if dataset_dir is None and record.get("dataset_dir") is not None:
+            dataset_dir = record["dataset_dir"]
     else:
-        if infom is None or run is None:
-            raise ValueError("train needs `infom` and `run` configs unless resuming")
+        if env_name is None or infom is None or run is None:
+            raise ValueError("train needs `env_name`, `infom` and `run` unless resuming")
         if run_dir.exists() and any(run_dir.iterdir()):
             raise FileExistsError(f"{run_dir} is not empty; pass resume=True (--resume) to continue it")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        normalizer = None
+        _check_preset_domain(env_name, preset)
+    assert env_name is not None and infom is not None and run is not None
 
+    # Everything that can be refused is checked before the run directory is made.
+    missing: list[str] = []
     if data is None:
-        data = load_task_data(
-            env_name,
-            run,
-            dataset_dir=dataset_dir,
-            generate_missing=generate_missing,
-            progress=progress,
-            log=log,
-            normalizer=normalizer,
-        )
+        present = check_task_data(env_name, run, dataset_dir=dataset_dir)
+        missing = [kind for kind, ok in present.items() if not ok]
+        if missing and not generate_missing:
+            raise _missing_data_error(env_name, run, dataset_dir, missing)
     if not resume:
-        _write_json(
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
             run_dir / CONFIG_FILE,
             {
                 "env": env_name,
                 "preset": preset,
                 **config_to_dict(infom, run),
-                "dataset_rows": {
-                    "pretrain": int(data.pretrain.observations.shape[0]),
-                    "finetune": int(data.finetune.observations.shape[0]),
-                },
-                "obs_dim": data.obs_dim,
-                "action_dim": data.action_dim,
+                "dataset_dir": None if data is not None else str(_resolve_dir(dataset_dir).absolute()),
+                "data_request": None
+                if data is not None
+                else {kind: identity.to_json() for kind, identity in data_request(env_name, run).items()},
             },
         )
-        save_normalizer(run_dir / NORMALIZER_FILE, data.normalizer)
 
+    job = JobProgress(_job_phases(env_name, run, missing), enabled=progress)
+    where = "preparing data"
+    states_out: list[TrainState] = []  # the states of the last completed block, for an interruption
+    try:
+        data = _run_data(env_name, run, run_dir, dataset_dir, data, generate_missing, job, log)
+        where = "training"
+        return _train_loop(env_name, run_dir, infom, run, data, job, log, stop_after, resume, states_out)
+    except GenerationInterrupted as error:
+        raise RunInterrupted(
+            f"interrupted while {where}: {error}. Resume with:\n    infom train --resume {run_dir}"
+        ) from None
+    except KeyboardInterrupt:
+        if where == "training" and states_out:
+            states = states_out[0]
+            with deferred_interrupts():
+                save_checkpoint(run_dir, states)
+            kept = f"the states after update {_states_step(states)} are checkpointed ({job.describe()})"
+        else:
+            kept = "nothing to lose yet"
+        raise RunInterrupted(
+            f"interrupted while {where}: {kept}. Resume with:\n    infom train --resume {run_dir}"
+        ) from None
+    finally:
+        job.close()
+
+
+def _run_data(
+    env_name: str,
+    run: RunConfig,
+    run_dir: Path,
+    dataset_dir,
+    data: RunData | None,
+    generate_missing: bool,
+    job: JobProgress,
+    log: Callable[[str], None],
+) -> RunData:
+    """The run's data: generated if missing, checked against what the run started with."""
+    recorded = read_json(run_dir / DATA_FILE, "data record") if (run_dir / DATA_FILE).exists() else None
+    normalizer = load_normalizer(run_dir / NORMALIZER_FILE) if (run_dir / NORMALIZER_FILE).exists() else None
+    from_files = data is None
+    if data is None:
+        last = [time.perf_counter()]
+
+        def on_episode(kind: str, collected: bool) -> None:
+            now = time.perf_counter()
+            job.advance(f"data {kind}", 1, seconds=now - last[0] if collected else None)
+            last[0] = now
+
+        if recorded is not None:
+            _check_files_unchanged(run_dir, recorded, dataset_dir)
+        prepare_task_data(
+            env_name,
+            run,
+            dataset_dir=dataset_dir,
+            generate_missing=generate_missing,
+            progress=False,
+            log=log,
+            on_episode=on_episode,
+        )
+        job.set_note("loading data")
+        data = _load_files(env_name, run, dataset_dir, normalizer)
+    elif normalizer is not None:
+        data = data._replace(normalizer=normalizer)
+    fingerprint = data_fingerprint(data)
+    if recorded is None:
+        if normalizer is None:
+            save_normalizer(run_dir / NORMALIZER_FILE, data.normalizer)
+        record = _data_record(env_name, dataset_dir, data, from_files)
+        record.update(obs_dim=data.obs_dim, action_dim=data.action_dim)
+        atomic_write_json(run_dir / DATA_FILE, record)
+    elif recorded["fingerprint"] != fingerprint:
+        raise DatasetError(
+            f"{run_dir / DATA_FILE}: the data given to this resumed run differ from those it started with "
+            "(fingerprint mismatch); a resumed run trains on the same data or not at all"
+        )
+    return data
+
+
+def _train_loop(
+    env_name: str,
+    run_dir: Path,
+    infom: InFOMConfig,
+    run: RunConfig,
+    data: RunData,
+    job: JobProgress,
+    log: Callable[[str], None],
+    stop_after: int | None,
+    resume: bool,
+    states_out: list,
+) -> RunResult:
     optim = make_optimizer(infom)
     init = eqx.filter_vmap(
         lambda key: init_train_state(data.obs_dim, data.action_dim, data.normalizer, infom, optim, key=key)
     )
     states = init(jnp.stack([jr.key(run.seed + i) for i in range(run.num_seeds)]))
-    if resume and (run_dir / CHECKPOINT_FILE).exists():
+    if checkpoint_steps(run_dir):
         states = load_checkpoint(run_dir, states)
-    elif not (run_dir / CHECKPOINT_FILE).exists():
+    else:
         save_checkpoint(run_dir, states)  # so that even a failure in the first block loses nothing
-    step = int(np.asarray(states.step)[0])
+    states_out.append(states)
+    step = _states_step(states)
     for name in (PRETRAIN_CSV, FINETUNE_CSV, EVAL_CSV):
         _truncate_csv(run_dir / name, step)
     if resume:
@@ -483,85 +876,87 @@ def train(
 
     total = run.pretrain_updates + run.finetune_updates
     done_evals = {int(r["step"]) for r in _read_csv(run_dir / EVAL_CSV)}
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=step, unit="upd", dynamic_ncols=True, smoothing=0.05)
+    job.set_done("pre-training", min(step, run.pretrain_updates))
+    job.set_done("fine-tuning", max(0, step - run.pretrain_updates))
+    job.set_done("evaluation", len({s for s in done_evals if s <= step}))
     last_success = float("nan")
     blocks_since_checkpoint = 0
-    try:
-        while True:
-            if _eval_due(step, run) and step not in done_evals:
-                if bar is not None:
-                    bar.set_postfix_str(f"evaluating at fine-tuning update {step - run.pretrain_updates}")
-                rows = evaluate_run_states(env_name, states, run)
-                rows = [{"step": step, "finetune_step": step - run.pretrain_updates, **r} for r in rows]
+    timed_phases: set[str] = set()
+    while True:
+        if _eval_due(step, run) and step not in done_evals:
+            job.set_note(f"evaluating at fine-tuning update {step - run.pretrain_updates}", "evaluation")
+            started = time.perf_counter()
+            rows = evaluate_run_states(env_name, states, run)
+            rows = [{"step": step, "finetune_step": step - run.pretrain_updates, **r} for r in rows]
+            with deferred_interrupts():
                 _append_csv(run_dir / EVAL_CSV, list(EVAL_FIELDS), rows)
                 done_evals.add(step)
                 last_success = float(np.mean([r["success_rate"] for r in rows]))
                 summary = _summarise(_read_csv(run_dir / EVAL_CSV))
-                _write_json(run_dir / EVAL_JSON, summary)
+                atomic_write_json(run_dir / EVAL_JSON, summary)
                 plot_learning_curve(summary, run_dir / CURVE_PNG, env_name)
-                log(f"fine-tuning update {step - run.pretrain_updates}: success {last_success:.3f}")
                 save_checkpoint(run_dir, states)
                 blocks_since_checkpoint = 0
-            if step >= total or (stop_after is not None and step >= stop_after):
-                break
+            job.advance("evaluation", 1, seconds=time.perf_counter() - started)
+            log(f"fine-tuning update {step - run.pretrain_updates}: success {last_success:.3f}")
+        if step >= total or (stop_after is not None and step >= stop_after):
+            break
 
-            phase = "pretrain" if step < run.pretrain_updates else "finetune"
-            if step == run.pretrain_updates and phase == "finetune":
-                states = eqx.filter_vmap(start_finetuning)(states)
-            dataset = data.pretrain if phase == "pretrain" else data.finetune
-            block_index = step // run.block_size
-            started = time.perf_counter()
-            new_states, metrics = _multi_seed_block(
-                phase, states, dataset, _block_keys(run, block_index), run.block_size, infom, optim
-            )
+        phase = "pretrain" if step < run.pretrain_updates else "finetune"
+        block_states = states
+        if step == run.pretrain_updates and phase == "finetune":
+            block_states = eqx.filter_vmap(start_finetuning)(states)
+        dataset = data.pretrain if phase == "pretrain" else data.finetune
+        block_index = step // run.block_size
+        started = time.perf_counter()
+        new_states, metrics = _multi_seed_block(
+            phase, block_states, dataset, _block_keys(run, block_index), run.block_size, infom, optim
+        )
+        metrics = jax.tree.map(np.asarray, metrics)  # waits for the block
+        seconds = time.perf_counter() - started
+        with deferred_interrupts():
             _check_finite(metrics, step, phase)
-            states = new_states
             _append_csv(
                 run_dir / (PRETRAIN_CSV if phase == "pretrain" else FINETUNE_CSV),
                 ["step", "seed", *metrics._fields],
                 _metric_rows(metrics, step, run.seed),
             )
+            states = new_states
+            states_out[0] = states
             step += run.block_size
             blocks_since_checkpoint += 1
             if blocks_since_checkpoint >= run.checkpoint_every or step >= total:
                 save_checkpoint(run_dir, states)
                 blocks_since_checkpoint = 0
-            if bar is not None:
-                means = {k: float(np.mean(v)) for k, v in metrics._asdict().items()}
-                rate = run.block_size / (time.perf_counter() - started)
-                parts = [f"{rate:.0f} upd/s", f"loss {means['loss']:.3g}", f"flow {means['flow_loss']:.3g}"]
-                if phase == "finetune":
-                    parts.append(f"critic {means['critic_loss']:.3g}")
-                if not math.isnan(last_success):
-                    parts.append(f"success {last_success:.2f}")
-                bar.set_postfix_str(", ".join(parts))
-                bar.update(run.block_size)
-        if stop_after is None or step >= total:
-            save_checkpoint(run_dir, states)
-    finally:
-        if bar is not None:
-            bar.close()
+        name = "pre-training" if phase == "pretrain" else "fine-tuning"
+        # The first block of a phase in this process includes compilation: not a rate.
+        job.advance(name, run.block_size, seconds=seconds if name in timed_phases else None)
+        timed_phases.add(name)
+        means = {k: float(np.mean(v)) for k, v in metrics._asdict().items()}
+        parts = [f"{run.block_size / seconds:.0f} upd/s", f"loss {means['loss']:.3g}"]
+        if phase == "finetune":
+            parts.append(f"critic {means['critic_loss']:.3g}")
+        if not math.isnan(last_success):
+            parts.append(f"success {last_success:.2f}")
+        job.set_note(", ".join(parts), name)
+    if stop_after is None or step >= total:
+        save_checkpoint(run_dir, states)
     return RunResult(run_dir, _summarise(_read_csv(run_dir / EVAL_CSV)))
 
 
 def load_run(run_dir: str | os.PathLike) -> tuple[str, InFOMConfig, RunConfig, TrainState]:
-    """Reads a run directory: `(env_name, infom_config, run_config, seed-stacked states)`."""
+    """Reads a run directory: `(env_name, infom_config, run_config, seed-stacked states)`, from
+    its newest checkpoint (verified against its SHA-256; see [`load_checkpoint`][])."""
     run_dir = Path(run_dir)
-    try:
-        record = json.loads((run_dir / CONFIG_FILE).read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{run_dir} is not a run directory ({CONFIG_FILE} is missing)") from None
+    record = read_run_record(run_dir)
+    if not (run_dir / DATA_FILE).exists():
+        raise FileNotFoundError(f"{run_dir}: the run has not trained yet ({DATA_FILE} is missing)")
+    sizes = read_json(run_dir / DATA_FILE, "data record")
     infom, run = config_from_dict(record)
     normalizer = load_normalizer(run_dir / NORMALIZER_FILE)
     optim = make_optimizer(infom)
     like = eqx.filter_vmap(
-        lambda key: init_train_state(
-            record["obs_dim"], record["action_dim"], normalizer, infom, optim, key=key
-        )
+        lambda key: init_train_state(sizes["obs_dim"], sizes["action_dim"], normalizer, infom, optim, key=key)
     )(jnp.stack([jr.key(i) for i in range(run.num_seeds)]))
     return record["env"], infom, run, load_checkpoint(run_dir, like)
 
@@ -574,5 +969,5 @@ def evaluate_run(
     rows = evaluate_run_states(env_name, states, run, num_episodes=num_episodes, progress=progress)
     step = int(np.asarray(states.step)[0])
     record = {"env": env_name, "step": step, "finetune_step": step - run.pretrain_updates, "seeds": rows}
-    _write_json(Path(run_dir) / "eval_final.json", record)
+    atomic_write_json(Path(run_dir) / "eval_final.json", record)
     return rows

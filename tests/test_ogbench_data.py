@@ -173,24 +173,38 @@ def test_generation_leaves_numpy_global_rng_alone(tmp_path):
 
 
 def test_a_crash_while_writing_leaves_no_file_under_the_final_names(tmp_path, monkeypatch):
-    real_savez = np.savez_compressed
+    from infom import _ogbench
+
+    real_write = _ogbench._write_npz
     calls = []
 
-    def crash_on_second_file(file, **arrays):
-        calls.append(file)
-        if len(calls) == 2:  # the validation file is complete, the training file is half written
-            file.write(b"PK\x03\x04 half a file")
-            raise KeyboardInterrupt
-        real_savez(file, **arrays)
+    def crash_on_second_file(file, arrays, *, compress=True):
+        if compress:  # the final files (chunks are stored uncompressed)
+            calls.append(file)
+            if len(calls) == 2:  # the validation file is complete, the training file is half written
+                file.write(b"PK\x03\x04 half a file")
+                raise KeyboardInterrupt
+        real_write(file, arrays, compress=compress)
 
-    monkeypatch.setattr(np, "savez_compressed", crash_on_second_file)
+    monkeypatch.setattr(_ogbench, "_write_npz", crash_on_second_file)
     path = tmp_path / "cube-single-play-v0.npz"
     with pytest.raises(KeyboardInterrupt):
         infom.generate_dataset(
             "cube-single", path, num_episodes=1, num_workers=1, episode_length=5, progress=False
         )
     assert len(calls) == 2
-    assert os.listdir(tmp_path) == []  # neither final file, and the temporary files are gone
+    # Neither final file nor a temporary file; only the kept chunks of the interrupted call.
+    assert os.listdir(tmp_path) == [".cube-single-play-v0.partial"]
+    monkeypatch.setattr(_ogbench, "_write_npz", real_write)
+    summary = infom.generate_dataset(
+        "cube-single", path, num_episodes=1, num_workers=1, episode_length=5, progress=False
+    )
+    assert summary.num_resumed_episodes == 2  # one training and one validation episode
+    assert sorted(os.listdir(tmp_path)) == [
+        "cube-single-play-v0-val.npz",
+        "cube-single-play-v0.identity.json",
+        "cube-single-play-v0.npz",
+    ]
 
 
 def test_existing_files_are_kept_unless_overwrite(tmp_path):
@@ -340,7 +354,11 @@ def test_cli_generate_and_check(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "cube-single play-ft: 1 + 1 validation episodes x 6 steps" in out
-    assert sorted(os.listdir(tmp_path)) == ["cube-single-play-ft-v0-val.npz", "cube-single-play-ft-v0.npz"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "cube-single-play-ft-v0-val.npz",
+        "cube-single-play-ft-v0.identity.json",
+        "cube-single-play-ft-v0.npz",
+    ]
 
     assert main(argv) == 1  # refuses to overwrite
     assert "already exists; pass --overwrite" in capsys.readouterr().err

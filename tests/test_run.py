@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import infom
+from infom._run import checkpoint_steps
 
 
 TASK = "cube-single-play-singletask-task1-v0"
@@ -28,6 +29,7 @@ RUN = infom.RunConfig(
     num_seeds=2,
     pretrain_episodes=3,
     finetune_episodes=2,
+    episode_length=60,
     eval_workers=1,
     checkpoint_every=1,
 )
@@ -67,9 +69,11 @@ def test_run_directory_holds_config_metrics_evaluations_curve_and_checkpoint(fin
     run_dir, result = finished
     for name in (
         "config.json",
+        "data.json",
         "normalizer.npz",
-        "checkpoint.eqx",
-        "checkpoint.json",
+        "checkpoint-000000040.eqx",
+        "checkpoint-000000040.json",
+        "checkpoint-000000030.eqx",  # the previous one is kept
         "pretrain_metrics.csv",
         "finetune_metrics.csv",
         "eval.csv",
@@ -101,7 +105,7 @@ def test_killed_and_resumed_run_ends_with_the_same_parameters(tmp_path, finished
     """Stop after 30 updates (mid fine-tuning, as if killed), resume, and compare bit for bit."""
     run_dir = tmp_path / "killed"
     infom.train(TASK, run_dir, CONFIG, RUN, data=data, progress=False, stop_after=30)
-    assert int(json.loads((run_dir / "checkpoint.json").read_text())["step"]) == 30
+    assert checkpoint_steps(run_dir) == [30, 20]
     # A crash while appending leaves a torn last line and rows past the checkpoint.
     with open(run_dir / "finetune_metrics.csv", "a") as handle:
         handle.write("40,0,1.0,2.0")
@@ -124,7 +128,7 @@ def test_non_finite_loss_stops_with_a_diagnosis_and_keeps_the_checkpoint(tmp_pat
         infom.NonFiniteLossError, match=r"pretrain loss '\w+' became .* at update 1 \(seed index 0\)"
     ):
         infom.train(TASK, tmp_path / "nan", CONFIG, run, data=data._replace(pretrain=huge), progress=False)
-    assert json.loads((tmp_path / "nan" / "checkpoint.json").read_text())["step"] == 0
+    assert checkpoint_steps(tmp_path / "nan") == [0]
     *_, states = infom.load_run(tmp_path / "nan")
     assert int(states.step[0]) == 0
     assert all(np.isfinite(x).all() for x in _params(states))
@@ -165,6 +169,9 @@ def test_cli_train_and_eval(tmp_path, dataset_dir, capsys):
         "eval_interval": 20,
         "eval_episodes": 1,
         "eval_workers": 1,
+        "pretrain_episodes": 3,
+        "finetune_episodes": 2,
+        "episode_length": 60,
     }
     overrides = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
     status = main(
