@@ -86,8 +86,11 @@ with install_import_hook("infom", "beartype.beartype"):
         init_models as init_models,
     )
     from ._ogbench import (
+        DatasetIdentity as DatasetIdentity,
+        DatasetMismatchError as DatasetMismatchError,
         DatasetNotFoundError as DatasetNotFoundError,
         DatasetSummary as DatasetSummary,
+        GenerationInterrupted as GenerationInterrupted,
         GenerationSummary as GenerationSummary,
         OGBenchDatasets as OGBenchDatasets,
         dataset_paths as dataset_paths,
@@ -96,8 +99,10 @@ with install_import_hook("infom", "beartype.beartype"):
         validate_ogbench_file as validate_ogbench_file,
     )
     from ._run import (
+        CheckpointError as CheckpointError,
         NonFiniteLossError as NonFiniteLossError,
         RunData as RunData,
+        RunInterrupted as RunInterrupted,
         RunResult as RunResult,
         evaluate_run as evaluate_run,
         load_run as load_run,

@@ -422,3 +422,7 @@ def _presets(args: argparse.Namespace) -> int:
     for name, preset in sorted(PRESETS.items()):
         print(f"{name:>18}: {preset.description}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

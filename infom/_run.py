@@ -748,6 +748,8 @@ def train(
 
     # Everything that can be refused is checked before the run directory is made.
     missing: list[str] = []
+    if resume and data is None and (run_dir / DATA_FILE).exists():
+        _check_files_unchanged(run_dir, read_json(run_dir / DATA_FILE, "data record"), dataset_dir)
     if data is None:
         present = check_task_data(env_name, run, dataset_dir=dataset_dir)
         missing = [kind for kind, ok in present.items() if not ok]
@@ -777,7 +779,7 @@ def train(
         return _train_loop(env_name, run_dir, infom, run, data, job, log, stop_after, resume, states_out)
     except GenerationInterrupted as error:
         raise RunInterrupted(
-            f"interrupted while {where}: {error}. Resume with:\n    infom train --resume {run_dir}"
+            f"interrupted while {where}: {error}; resume with: infom train --resume {run_dir}"
         ) from None
     except KeyboardInterrupt:
         if where == "training" and states_out:
@@ -788,7 +790,7 @@ def train(
         else:
             kept = "nothing to lose yet"
         raise RunInterrupted(
-            f"interrupted while {where}: {kept}. Resume with:\n    infom train --resume {run_dir}"
+            f"interrupted while {where}: {kept}; resume with: infom train --resume {run_dir}"
         ) from None
     finally:
         job.close()
@@ -816,8 +818,6 @@ def _run_data(
             job.advance(f"data {kind}", 1, seconds=now - last[0] if collected else None)
             last[0] = now
 
-        if recorded is not None:
-            _check_files_unchanged(run_dir, recorded, dataset_dir)
         prepare_task_data(
             env_name,
             run,

@@ -230,3 +230,280 @@ def test_presets_carry_the_paper_settings():
     assert infom.get_preset("cube-single").run.pretrain_updates == 1_000_000
     with pytest.raises(ValueError, match="unknown preset"):
         infom.get_preset("nope")
+
+
+# --------------------------------------------------------------------------- the wrong data is refused
+
+
+def test_datasets_of_another_size_or_seed_are_refused_before_a_run_directory_is_made(dataset_dir, tmp_path):
+    for change, found, asked in (
+        (dict(pretrain_episodes=5), "3 + 1 episodes x 60 steps", "5 + 1 episodes x 60 steps"),
+        (dict(data_seed=1), "seed 0", "seed 1"),
+    ):
+        run = dataclasses.replace(RUN, **change)
+        with pytest.raises(infom.DatasetMismatchError) as error:
+            infom.train(TASK, tmp_path / "run", CONFIG, run, dataset_dir=dataset_dir, progress=False)
+        message = str(error.value)
+        assert "cube-single-play-v0.npz" in message and found in message and asked in message
+        # The command that makes the requested data, in the run's own data directory.
+        assert "infom data generate cube-single --kind play" in message
+        assert f"--dataset-dir {dataset_dir}" in message and "--overwrite" in message
+        assert not (tmp_path / "run").exists()
+
+
+def test_files_without_an_identity_are_used_only_when_their_size_matches(dataset_dir, tmp_path):
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(dataset_dir, bare, ignore=shutil.ignore_patterns("*.identity.json"))
+    loaded = infom.load_task_data(TASK, RUN, dataset_dir=bare, generate_missing=False)
+    assert loaded.pretrain.observations.shape[0] == 3 * 59  # OGBench's loader drops each episode's last row
+    with pytest.raises(infom.DatasetMismatchError, match="origin unrecorded"):
+        infom.load_task_data(
+            TASK, dataclasses.replace(RUN, finetune_episodes=4), dataset_dir=bare, generate_missing=False
+        )
+
+
+def test_a_resumed_run_reads_its_own_data_directory_and_the_same_files(
+    dataset_dir, finished, tmp_path, monkeypatch
+):
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default data directory lives here
+    own = tmp_path / "data"
+    shutil.copytree(dataset_dir, own)
+    run_dir = tmp_path / "run"
+    infom.train(TASK, run_dir, CONFIG, RUN, dataset_dir=own, progress=False, stop_after=10)
+    assert json.loads((run_dir / "config.json").read_text())["dataset_dir"] == str(own)
+    infom.train(None, run_dir, resume=True, progress=False, generate_missing=False)
+    assert not (tmp_path / "home").exists()  # nothing was generated or read elsewhere
+    *_, resumed = infom.load_run(run_dir)
+    *_, uninterrupted = infom.load_run(finished[0])
+    for a, b in zip(_params(resumed), _params(uninterrupted), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    # Other bytes under the same name: a resumed run refuses them, naming the file.
+    other = tmp_path / "run2"
+    infom.train(TASK, other, CONFIG, RUN, dataset_dir=own, progress=False, stop_after=10)
+    _, _, play_ft, _ = infom.dataset_paths(TASK, own)
+    infom.generate_dataset(
+        "cube-single",
+        play_ft,
+        num_episodes=2,
+        kind="play-ft",
+        seed=1,
+        episode_length=60,
+        num_workers=1,
+        progress=False,
+        overwrite=True,
+    )
+    with pytest.raises(infom.DatasetError, match=r"cube-single-play-ft-v0(-val)?\.npz: not the file this run started"):
+        infom.train(None, other, resume=True, progress=False)
+
+
+# --------------------------------------------------------------------------- interruptions
+
+
+def test_generation_interrupted_and_continued_writes_the_bytes_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    from infom import _ogbench
+
+    common = dict(
+        num_episodes=5, num_val_episodes=2, num_workers=1, episode_length=20, progress=False, chunk_episodes=2
+    )
+    reference = tmp_path / "reference" / "cube-single-play-v0.npz"
+    infom.generate_dataset("cube-single", reference, **common)
+
+    real = _ogbench._Collector.healthy_episode
+    calls = []
+
+    def killed_at_the_fourth_episode(self, *args):
+        calls.append(args)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(self, *args)
+
+    monkeypatch.setattr(_ogbench._Collector, "healthy_episode", killed_at_the_fourth_episode)
+    path = tmp_path / "interrupted" / "cube-single-play-v0.npz"
+    with pytest.raises(infom.GenerationInterrupted, match="2 of 7 episodes are kept"):
+        infom.generate_dataset("cube-single", path, **common)
+    monkeypatch.undo()
+    summary = infom.generate_dataset("cube-single", path, **common)
+    assert summary.num_resumed_episodes == 2
+    for name in (
+        "cube-single-play-v0.npz",
+        "cube-single-play-v0-val.npz",
+        "cube-single-play-v0.identity.json",
+    ):
+        assert (path.parent / name).read_bytes() == (reference.parent / name).read_bytes(), name
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(p.name for p in reference.parent.iterdir())
+
+
+def test_an_interrupted_run_checkpoints_its_last_block_and_resumes_bit_identically(
+    tmp_path, finished, data, monkeypatch
+):
+    from infom import _run
+
+    real = _run._multi_seed_block
+    calls = []
+
+    def interrupted_in_the_second_block(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_run, "_multi_seed_block", interrupted_in_the_second_block)
+    run_dir = tmp_path / "run"
+    run = dataclasses.replace(RUN, checkpoint_every=10)  # only the interruption saves update 10
+    with pytest.raises(infom.RunInterrupted, match=rf"after update 10 .*infom train --resume {run_dir}"):
+        infom.train(TASK, run_dir, CONFIG, run, data=data, progress=False)
+    monkeypatch.undo()
+    assert checkpoint_steps(run_dir) == [10, 0]
+
+    # A resumed run must be given the data it started with.
+    other = data._replace(finetune=eqx.tree_at(lambda d: d.rewards, data.finetune, data.finetune.rewards + 1))
+    with pytest.raises(infom.DatasetError, match="differ from those it started with"):
+        infom.train(None, run_dir, resume=True, data=other, progress=False)
+    infom.train(None, run_dir, resume=True, data=data, progress=False)
+    *_, resumed = infom.load_run(run_dir)
+    *_, uninterrupted = infom.load_run(finished[0])
+    for a, b in zip(_params(resumed), _params(uninterrupted), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_during_generation_stops_in_one_line_and_the_run_resumes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data_dir, run_dir = tmp_path / "data", tmp_path / "run"
+    settings = {
+        "pretrain_episodes": 30,
+        "finetune_episodes": 2,
+        "episode_length": 100,
+        "pretrain_updates": 0,
+        "finetune_updates": 0,
+        "eval_episodes": 1,
+        "eval_workers": 1,
+        "num_seeds": 1,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "infom._cli",
+        "train",
+        "--env",
+        TASK,
+        "--preset",
+        "cube-single-smoke",
+        "--dataset-dir",
+        str(data_dir),
+        "--run-dir",
+        str(run_dir),
+        "--quiet",
+        *(arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")),
+    ]
+    env = {**os.environ, "MUJOCO_GL": "disable"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    first_chunk = data_dir / ".cube-single-play-v0.partial" / "train-00000.npz"
+    deadline = time.monotonic() + 240
+    while not first_chunk.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert first_chunk.exists(), process.communicate()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr and "leaked" not in stderr, stderr
+    last = stderr.strip().splitlines()
+    assert any("stopped by SIGTERM" in line and "episodes are kept" in line for line in last), stderr
+    assert f"infom train --resume {run_dir}" in stderr
+    assert (run_dir / "config.json").exists()
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "infom._cli", "train", "--resume", str(run_dir), "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert "fine-tuning update       0" in resumed.stdout
+    identity = json.loads((data_dir / "cube-single-play-v0.identity.json").read_text())
+    assert identity["num_episodes"] == 30 and identity["episode_length"] == 100
+    assert not (data_dir / ".cube-single-play-v0.partial").exists()
+
+
+# --------------------------------------------------------------------------- corrupt state
+
+
+def _damaged_copy(finished, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished[0], run_dir)
+    return run_dir
+
+
+def test_a_damaged_checkpoint_is_refused_by_name_and_the_previous_one_survives(finished, data, tmp_path):
+    from infom._cli import main
+
+    run_dir = _damaged_copy(finished, tmp_path)
+    newest = run_dir / "checkpoint-000000040.eqx"
+    payload = bytearray(newest.read_bytes())
+    middle = len(payload) // 2
+    payload[middle : middle + 256] = bytes(b ^ 0xFF for b in payload[middle : middle + 256])
+    newest.write_bytes(bytes(payload))
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+
+    expected = r"checkpoint-000000040.eqx: damaged.*checkpoint-000000030.eqx \(update 30\) is intact"
+    with pytest.raises(infom.CheckpointError, match=expected):
+        infom.load_run(run_dir)
+    with pytest.raises(infom.CheckpointError, match=expected):
+        infom.train(None, run_dir, resume=True, data=data, progress=False)
+    assert main(["eval", str(run_dir), "--quiet"]) == 1
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # nothing written or lost
+
+    # Deleting the damaged pair resumes from the previous checkpoint, to the same parameters.
+    newest.unlink()
+    (run_dir / "checkpoint-000000040.json").unlink()
+    assert int(infom.load_run(run_dir)[3].step[0]) == 30
+    infom.train(None, run_dir, resume=True, data=data, progress=False)
+    *_, resumed = infom.load_run(run_dir)
+    *_, uninterrupted = infom.load_run(finished[0])
+    for a, b in zip(_params(resumed), _params(uninterrupted), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_torn_checkpoint_record_is_named_as_such(finished, tmp_path):
+    run_dir = _damaged_copy(finished, tmp_path)
+    record = run_dir / "checkpoint-000000040.json"
+    record.write_text(record.read_text()[:20])
+    with pytest.raises(
+        infom.CheckpointError, match=r"checkpoint-000000040.json: not a readable checkpoint record"
+    ):
+        infom.load_run(run_dir)
+
+
+# --------------------------------------------------------------------------- the command's smaller errors
+
+
+def test_the_command_refuses_early_and_leaves_no_directory(tmp_path, capsys):
+    from infom._cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["train", "--env", TASK, "--preset", "scene", "--run-dir", str(run_dir)]) == 1
+    assert "preset 'scene' is for scene" in capsys.readouterr().err and not run_dir.exists()
+
+    empty = tmp_path / "empty"
+    argv = ["train", "--env", TASK, "--dataset-dir", str(empty), "--run-dir", str(run_dir), "--no-generate"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"infom data generate cube-single --kind play --episodes 300 --dataset-dir {empty}" in err
+    assert f"infom data generate cube-single --kind play-ft --episodes 150 --dataset-dir {empty}" in err
+    assert not run_dir.exists()
+
+    for argv in (["train", "--resume", str(tmp_path / "nope")], ["eval", str(tmp_path / "nope")]):
+        assert main(argv) == 1
+        assert "is not a run directory" in capsys.readouterr().err
