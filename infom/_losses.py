@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray, PyTree, Scalar, ScalarLike
 
+from ._checks import NON_NEGATIVE, POSITIVE_INT, Range, boundary
 from ._networks import AbstractVectorField, Actor, Critic, IntentionEncoder, RewardModel
 from ._sampling import field_conditioning, solve_flow
 from ._types import Batch
@@ -33,6 +34,7 @@ class Intention(NamedTuple):
     log_std: Float[Array, "*batch latent_dim"]
 
 
+@boundary()
 def encode(
     encoder: IntentionEncoder,
     next_observations: Float[Array, "*batch obs_dim"],
@@ -67,6 +69,7 @@ def encode(
     return Intention(mean + jnp.exp(log_std) * eps, mean, log_std)
 
 
+@boundary()
 def kl_to_prior(
     mean: Float[Array, "*batch latent_dim"], log_std: Float[Array, "*batch latent_dim"]
 ) -> Float[Array, "*batch"]:
@@ -106,6 +109,7 @@ class _TimeRescaled(AbstractVectorField):
         return t_end * self.field.velocity(t * t_end, x, conditioning[:-1])
 
 
+@boundary(gamma=Range(0.0, 1.0, high_open=True), kl_weight=NON_NEGATIVE, num_flow_steps=POSITIVE_INT)
 def sarsa_flow_loss(
     field: AbstractVectorField,
     encoder: IntentionEncoder,
@@ -157,14 +161,17 @@ def sarsa_flow_loss(
     - `target_field`: the target field `v_bar` (an EMA of `field`; frozen).
     - `batch`: a [`Batch`][]; rewards and masks are unused.
     - `key`: split into `(latent, time, current noise, future noise)` subkeys, in that order.
-    - `gamma`: discount; `gamma = 0` gives plain conditional flow matching on `s`.
-    - `kl_weight`: `lambda_KL`.
-    - `num_flow_steps`: Euler steps of the bootstrapped sample.
+    - `gamma`: discount in `[0, 1)`; `gamma = 0` gives plain conditional flow matching on `s`.
+    - `kl_weight`: `lambda_KL >= 0`.
+    - `num_flow_steps`: Euler steps of the bootstrapped sample, a positive integer.
     - `clip`: optional `(lower, upper)` bounds for the bootstrapped sample.
     - `target_form`: `"infom"` (default) or `"td2"`.
     - `solver`: a diffrax solver for the bootstrapped sample (Euler by default).
     - `future_intention_gradient`: let `z` carry gradient into the encoder through the
       online field's prediction in the future term (default `False`, as the reference).
+
+    The ranges of `gamma`, `kl_weight` and `num_flow_steps` are checked: a `ValueError` for a
+    concrete value, an `eqx.error_if` for a traced one (e.g. a `jax.vmap` over `kl_weight`).
 
     **Returns:** `(loss, FlowLossAux(current_loss, future_loss, flow_loss, kl))`.
 
@@ -241,6 +248,7 @@ class RegressionAux(NamedTuple):
     target_mean: Scalar
 
 
+@boundary()
 def reward_loss(
     reward_model: RewardModel,
     observations: Float[Array, "batch obs_dim"],
@@ -252,17 +260,20 @@ def reward_loss(
     return loss, RegressionAux(jnp.mean(predictions), jnp.mean(rewards))
 
 
+@boundary(expectile=Range(0.5, 1.0, high_open=True))
 def expectile_loss(diff: Float[Array, "*shape"], expectile: ScalarLike) -> Float[Array, "*shape"]:
     """Elementwise asymmetric squared loss `L_2^mu(u) = |mu - 1(u < 0)| u^2`.
 
     With `u = target - prediction`, minimising `E[L_2^mu(u)]` over the prediction gives the
     `mu`-expectile of the targets: the mean at `mu = 0.5` (where the loss is `u^2 / 2`),
-    tending to the maximum as `mu -> 1`.
+    tending to the maximum as `mu -> 1`. `expectile` must lie in `[0.5, 1)` (checked: a
+    `ValueError` for a concrete value, an `eqx.error_if` for a traced one).
     """
     weight = jnp.where(diff < 0, 1.0 - expectile, expectile)
     return weight * jnp.square(diff)
 
 
+@boundary()
 def critic_values(
     critic: Critic, observations: Float[Array, "*batch obs_dim"], actions: Float[Array, "*batch action_dim"]
 ) -> Float[Array, "*batch num_heads"]:
@@ -273,6 +284,7 @@ def critic_values(
     return q.reshape(lead + q.shape[-1:])
 
 
+@boundary(expectile=Range(0.5, 1.0, high_open=True))
 def expectile_distill(
     critic: Critic,
     observations: Float[Array, "batch obs_dim"],
@@ -293,7 +305,7 @@ def expectile_distill(
     - `critic`: the [`Critic`][] ensemble (trained).
     - `observations`, `actions`: the batch `(s, a)`.
     - `q_targets`: `Q_hat` with optional leading intention axes, `[*intentions, batch]`.
-    - `expectile`: `mu in [0.5, 1)`.
+    - `expectile`: `mu in [0.5, 1)` (checked, as in [`expectile_loss`][]).
 
     **Returns:** `(loss, RegressionAux(mean Q_psi, mean Q_hat))`.
     """
@@ -304,6 +316,7 @@ def expectile_distill(
     return loss, RegressionAux(jnp.mean(q), jnp.mean(q_targets))
 
 
+@boundary()
 def gaussian_log_prob(
     mean: Float[Array, "*batch action_dim"], actions: Float[Array, "*batch action_dim"]
 ) -> Float[Array, "*batch"]:
@@ -312,6 +325,7 @@ def gaussian_log_prob(
     return -0.5 * jnp.sum(jnp.square(actions - mean), axis=-1) - 0.5 * dim * math.log(2.0 * math.pi)
 
 
+@boundary()
 def bc_loss(
     actor: Actor, observations: Float[Array, "batch obs_dim"], actions: Float[Array, "batch action_dim"]
 ) -> tuple[Scalar, RegressionAux]:
@@ -336,6 +350,7 @@ def min_q(critic: Critic) -> Callable[[Array, Array], Array]:
     return lambda observations, actions: jnp.min(critic_values(critic, observations, actions), axis=-1)
 
 
+@boundary(alpha=NON_NEGATIVE)
 def actor_loss(
     actor: Actor,
     q_fn: Callable[[Float[Array, "batch obs_dim"], Float[Array, "batch action_dim"]], Float[Array, " batch"]],
@@ -355,7 +370,8 @@ def actor_loss(
       differentiates through the ODE. Gradients reach the actor through the actions only;
       `q_fn` must stop gradients into its own parameters (as [`min_q`][] does).
     - `observations`, `actions`: the batch `(s, a)` (the data actions for the BC term).
-    - `alpha`: the behaviour-cloning weight.
+    - `alpha`: the behaviour-cloning weight, `>= 0` (checked: a `ValueError` for a concrete
+      value, an `eqx.error_if` for a traced one).
     - `normalize_q`: divide the Q term by `mean |Q|` (no gradient through the scale), the
       reference's optional `normalize_q_loss`.
 
@@ -374,8 +390,13 @@ def actor_loss(
 # --------------------------------------------------------------------------- target networks
 
 
+@boundary(tau=Range(0.0, 1.0))
 def ema_update(target: PyTree, online: PyTree, tau: ScalarLike) -> PyTree:
-    """Polyak averaging `target <- tau * online + (1 - tau) * target` on array leaves."""
+    """Polyak averaging `target <- tau * online + (1 - tau) * target` on array leaves.
+
+    `tau` must lie in `[0, 1]` (checked: a `ValueError` for a concrete value, an
+    `eqx.error_if` for a traced one).
+    """
     return jax.tree.map(
         lambda t, o: tau * o + (1.0 - tau) * t if eqx.is_inexact_array(t) else t, target, online
     )

@@ -11,6 +11,7 @@ import jax.random as jr
 from jax.scipy.special import ndtri
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar, ScalarLike
 
+from ._checks import POSITIVE_INT, Range, boundary
 from ._networks import AbstractVectorField
 
 
@@ -83,6 +84,7 @@ def _leading_shape(*arrays: Array) -> tuple[int, ...]:
     return jnp.broadcast_shapes(*(x.shape[:-1] for x in arrays))
 
 
+@boundary()
 def field_conditioning(
     field: AbstractVectorField,
     observations: Float[Array, "*#batch obs_dim"],
@@ -99,6 +101,7 @@ def field_conditioning(
     return _flat_vmap(field.condition, lead, observations, actions, intentions)
 
 
+@boundary(num_steps=POSITIVE_INT)
 def solve_flow(
     field: AbstractVectorField,
     noise: Float[Array, "*#batch obs_dim"],
@@ -134,8 +137,8 @@ def solve_flow(
     - `observations`, `actions`, `intentions`: the conditioning `(s, a, z)`. Omit them
       and pass `conditioning=` instead to reuse a precomputed
       [`field_conditioning`][]`(field, s, a, z)`.
-    - `num_steps`: number of steps on the uniform grid (ignored if `stepsize_controller`
-      is given).
+    - `num_steps`: number of steps on the uniform grid, a positive integer (checked; ignored
+      if `stepsize_controller` is given).
     - `solver`: any diffrax ODE solver; `diffrax.Euler()` by default.
     - `stepsize_controller`: a diffrax step-size controller; by default
       `diffrax.StepTo(linspace(0, 1, num_steps + 1))`. Pass e.g.
@@ -161,8 +164,6 @@ def solve_flow(
         conditioning = field_conditioning(field, observations, actions, intentions)
     elif observations is not None or actions is not None or intentions is not None:
         raise ValueError("solve_flow takes either (observations, actions, intentions) or `conditioning`")
-    if num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
 
     lead = _leading_shape(noise, conditioning)
     size = math.prod(lead)
@@ -221,6 +222,7 @@ def _latin_hypercube_normal(key: PRNGKeyArray, shape: tuple[int, ...], axis: int
     return ndtri(u)
 
 
+@boundary(num_steps=POSITIVE_INT)
 def sample_future(
     field: AbstractVectorField,
     observations: Float[Array, "*#batch obs_dim"],
@@ -263,8 +265,8 @@ def sample_future(
       future per conditioning input). For `N` futures per state of a batch, use
       `shape=(N, batch)`; for `K` intentions `z` of shape `[K, 1, batch, latent_dim]`,
       `shape=(K, N, batch)`.
-    - `**solve_kwargs`: `num_steps`, `solver`, `stepsize_controller`, `clip`, `max_steps`,
-      `throw`, passed to [`solve_flow`][].
+    - `**solve_kwargs`: `num_steps` (a positive integer, checked), `solver`,
+      `stepsize_controller`, `clip`, `max_steps`, `throw`, passed to [`solve_flow`][].
     - `antithetic_axis`: an axis of `shape` of even size along which to pair `x_0` with
       `-x_0` (e.g. `0` for the futures axis of `shape=(N, batch)`); `None` draws i.i.d. noise.
     - `latin_hypercube_axis`: an axis of `shape` along which to stratify `x_0` (Latin
@@ -317,6 +319,7 @@ def sample_future(
     return solve_flow(field, noise, observations, actions, intentions, **solve_kwargs)
 
 
+@boundary(gamma=Range(0.0, 1.0, high_open=True))
 def mc_q(
     reward_fn: Callable[[Float[Array, " obs_dim"]], Scalar],
     futures: Float[Array, "*intentions num_futures batch obs_dim"],
@@ -334,7 +337,8 @@ def mc_q(
     - `reward_fn`: a per-state reward, e.g. a [`RewardModel`][].
     - `futures`: samples `s_f^i` laid out `[*intentions, num_futures, batch, obs_dim]`, as
       returned by [`sample_future`][] with `shape=(*intentions, num_futures, batch)`.
-    - `gamma`: the discount used to train the occupancy model.
+    - `gamma`: the discount used to train the occupancy model, in `[0, 1)` (checked: a
+      `ValueError` for a concrete value, `eqx.error_if` for a traced one).
 
     **Returns:** `Q_hat` of shape `[*intentions, batch]`.
     """
@@ -343,6 +347,7 @@ def mc_q(
     return jnp.mean(rewards, axis=-2) / (1.0 - gamma)
 
 
+@boundary()
 def standard_gpi(q_values: Float[Array, "num_intentions *batch"]) -> Float[Array, "*batch"]:  # noqa: F821
     """Standard generalised policy improvement: `Q(s, a) = max_k Q_hat(s, a, z_k)`.
 

@@ -74,7 +74,9 @@ def _oracle_terms(field, encoder, target_field, batch, key):
     return current, future, kl, (x0, x0_future)
 
 
-@hypothesis.given(gamma=st.floats(0.0, 1.0), kl_weight=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+@hypothesis.given(
+    gamma=st.floats(0.0, 1.0, exclude_max=True), kl_weight=st.floats(0.0, 1.0), seed=st.integers(0, 2**16)
+)
 def test_loss_is_one_minus_gamma_current_plus_gamma_future_plus_weighted_kl(
     models, target_field, gamma, kl_weight, seed
 ):
@@ -134,12 +136,15 @@ def test_future_term_vanishes_for_field_ignoring_s_a_that_equals_its_target(mode
     assert float(aux.current_loss) > 0.0
 
 
-def _grads(models, target_field, batch, key, gamma=0.9, kl_weight=0.1, **options):
+def _grads(models, target_field, batch, key, gamma=0.9, kl_weight=0.1, future_only=False, **options):
+    """Gradients of the loss (or, with `future_only`, of its future term alone)."""
+
     def total(trainable):
         field, encoder, target = trainable
-        return infom.sarsa_flow_loss(
+        loss, aux = infom.sarsa_flow_loss(
             field, encoder, target, batch, key=key, gamma=gamma, kl_weight=kl_weight, **options
-        )[0]
+        )
+        return aux.future_loss if future_only else loss
 
     return eqx.filter_grad(total)((models.field, models.encoder, target_field))
 
@@ -169,8 +174,8 @@ def test_no_gradient_flows_through_the_bootstrapped_sample(models, getkey):
 
 
 def test_encoder_learns_only_from_current_term_and_kl(models, target_field, getkey):
-    """`z` is stop-gradient in the future term: at gamma = 1 without KL the encoder gets no gradient."""
-    _, encoder_grad, _ = _grads(models, target_field, _batch(getkey()), getkey(), gamma=1.0, kl_weight=0.0)
+    """`z` is stop-gradient in the future term: that term alone gives the encoder no gradient."""
+    _, encoder_grad, _ = _grads(models, target_field, _batch(getkey()), getkey(), future_only=True)
     assert _is_zero(encoder_grad)
     _, encoder_grad, _ = _grads(models, target_field, _batch(getkey()), getkey(), gamma=0.5, kl_weight=0.0)
     assert not _is_zero(encoder_grad)
@@ -178,7 +183,7 @@ def test_encoder_learns_only_from_current_term_and_kl(models, target_field, getk
 
 def test_future_intention_gradient_changes_only_the_encoders_gradient(models, target_field, getkey):
     """With `future_intention_gradient=True` the loss and the field's gradient are unchanged;
-    the encoder also learns from the future term (nonzero gradient at gamma = 1 without KL)."""
+    the encoder also learns from the future term (nonzero gradient of that term alone)."""
     batch, key = _batch(getkey()), getkey()
     loss_off, aux_off = infom.sarsa_flow_loss(models.field, models.encoder, target_field, batch, key=key)
     loss_on, aux_on = infom.sarsa_flow_loss(
@@ -190,7 +195,7 @@ def test_future_intention_gradient_changes_only_the_encoders_gradient(models, ta
     assert tree_allclose(off[0], on[0], rtol=1e-6, atol=1e-8)
     assert not tree_allclose(off[1], on[1], rtol=1e-3, atol=1e-6)
     _, encoder_grad, target_grad = _grads(
-        models, target_field, batch, key, gamma=1.0, kl_weight=0.0, future_intention_gradient=True
+        models, target_field, batch, key, future_only=True, future_intention_gradient=True
     )
     assert not _is_zero(encoder_grad) and _is_zero(target_grad)
 
