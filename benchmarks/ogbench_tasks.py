@@ -36,7 +36,7 @@ import numpy as np
 from _common import header, print_table
 
 import infom
-from infom._run import CONFIG_FILE, CURVE_PNG, EVAL_CSV, EVAL_JSON, FINETUNE_CSV
+from infom._run import CONFIG_FILE, CURVE_PNG, DATA_FILE, EVAL_CSV, EVAL_JSON, FINETUNE_CSV
 
 
 # ALGORITHM.md, "Published results": InFOM's success averaged over the domain's five tasks.
@@ -101,7 +101,9 @@ def main() -> None:
             record = json.loads((task_dir / CONFIG_FILE).read_text())
             record["env"] = env(task)
             (task_dir / CONFIG_FILE).write_text(json.dumps(record, indent=2))
-            for name in (EVAL_CSV, EVAL_JSON, CURVE_PNG, FINETUNE_CSV):
+            # The task's fine-tuning rewards differ (OGBench relabels them per task): the copy
+            # records its own data (DATA_FILE) when it resumes.
+            for name in (EVAL_CSV, EVAL_JSON, CURVE_PNG, FINETUNE_CSV, DATA_FILE):
                 (task_dir / name).unlink(missing_ok=True)
         started = time.perf_counter()
         result = infom.train(env(task), task_dir, resume=True, dataset_dir=args.dataset_dir,

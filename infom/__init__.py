@@ -2,14 +2,19 @@
 
 Shapes and dtypes of every public function are checked at trace time (jaxtyping +
 beartype); the checks cost nothing inside `jax.jit`.
+
+The public names (listed in `infom/_public.py`) are imported on first use, so that
+`import infom` and the `infom` command start without importing JAX until they need it.
 """
 
 import importlib.metadata
+import pkgutil
+import typing
 
 from jaxtyping import install_import_hook
 
-# Configs validate themselves in `__post_init__` (a ValueError naming the field), so they stay
-# outside the hook and accept e.g. `alpha=30` for a float field.
+# Configs validate themselves in `__post_init__` (a ValueError naming the field), so they are
+# imported before the hook and accept e.g. `alpha=30` for a float field.
 from ._config import InFOMConfig as InFOMConfig, NetworkConfig as NetworkConfig
 from ._presets import (
     PRESETS as PRESETS,
@@ -20,121 +25,38 @@ from ._presets import (
 )
 
 
-with install_import_hook("infom", "beartype.beartype"):
-    from ._data import (
-        Dataset as Dataset,
-        DatasetError as DatasetError,
-        Normalizer as Normalizer,
-        fit_normalizer as fit_normalizer,
-        load_normalizer as load_normalizer,
-        normalize_dataset as normalize_dataset,
-        sample_batch as sample_batch,
-        save_normalizer as save_normalizer,
-    )
-    from ._demo import (
-        PENDULUM_DEMO as PENDULUM_DEMO,
-        PENDULUM_DEMO_QUICK as PENDULUM_DEMO_QUICK,
-        DemoDiagnostics as DemoDiagnostics,
-        DemoResult as DemoResult,
-        PendulumDemoConfig as PendulumDemoConfig,
-        collect_pendulum_data as collect_pendulum_data,
-        format_demo_result as format_demo_result,
-        pendulum_state_reward as pendulum_state_reward,
-        run_pendulum_demo as run_pendulum_demo,
-    )
-    from ._evaluation import (
-        CubeOraclePolicy as CubeOraclePolicy,
-        EnvPolicy as EnvPolicy,
-        EvalResult as EvalResult,
-        eval_env_name as eval_env_name,
-        evaluate_ogbench as evaluate_ogbench,
-    )
-    from ._gymnax import (
-        collect_gymnax_dataset as collect_gymnax_dataset,
-        evaluate_gymnax as evaluate_gymnax,
-        pendulum_behaviours as pendulum_behaviours,
-    )
-    from ._losses import (
-        ActorAux as ActorAux,
-        FlowLossAux as FlowLossAux,
-        Intention as Intention,
-        RegressionAux as RegressionAux,
-        actor_loss as actor_loss,
-        bc_loss as bc_loss,
-        critic_values as critic_values,
-        ema_update as ema_update,
-        encode as encode,
-        expectile_distill as expectile_distill,
-        expectile_loss as expectile_loss,
-        frozen as frozen,
-        gaussian_log_prob as gaussian_log_prob,
-        kl_to_prior as kl_to_prior,
-        min_q as min_q,
-        reset_target as reset_target,
-        reward_loss as reward_loss,
-        sarsa_flow_loss as sarsa_flow_loss,
-    )
-    from ._networks import (
-        MLP as MLP,
-        AbstractVectorField as AbstractVectorField,
-        Actor as Actor,
-        Critic as Critic,
-        IntentionEncoder as IntentionEncoder,
-        Models as Models,
-        RewardModel as RewardModel,
-        VectorField as VectorField,
-        init_models as init_models,
-    )
-    from ._ogbench import (
-        DatasetIdentity as DatasetIdentity,
-        DatasetMismatchError as DatasetMismatchError,
-        DatasetNotFoundError as DatasetNotFoundError,
-        DatasetSummary as DatasetSummary,
-        GenerationInterrupted as GenerationInterrupted,
-        GenerationSummary as GenerationSummary,
-        OGBenchDatasets as OGBenchDatasets,
-        dataset_paths as dataset_paths,
-        generate_dataset as generate_dataset,
-        load_ogbench as load_ogbench,
-        validate_ogbench_file as validate_ogbench_file,
-    )
-    from ._run import (
-        CheckpointError as CheckpointError,
-        NonFiniteLossError as NonFiniteLossError,
-        RunData as RunData,
-        RunInterrupted as RunInterrupted,
-        RunResult as RunResult,
-        evaluate_run as evaluate_run,
-        load_run as load_run,
-        load_task_data as load_task_data,
-        make_policy as make_policy,
-        train as train,
-    )
-    from ._sampling import (
-        ClipToBox as ClipToBox,
-        field_conditioning as field_conditioning,
-        mc_q as mc_q,
-        sample_future as sample_future,
-        solve_flow as solve_flow,
-        standard_gpi as standard_gpi,
-    )
-    from ._train import (
-        FinetuneMetrics as FinetuneMetrics,
-        PretrainMetrics as PretrainMetrics,
-        TrainState as TrainState,
-        finetune_block as finetune_block,
-        finetune_loss as finetune_loss,
-        finetune_step as finetune_step,
-        init_train_state as init_train_state,
-        make_optimizer as make_optimizer,
-        mc_q_targets as mc_q_targets,
-        policy_actions as policy_actions,
-        pretrain_block as pretrain_block,
-        pretrain_loss as pretrain_loss,
-        pretrain_step as pretrain_step,
-        start_finetuning as start_finetuning,
-    )
-    from ._types import Batch as Batch
+# Modules that must import without JAX (the command's start) or validate themselves (configs).
+_UNCHECKED = ("_cli", "_config", "_errors", "_files", "_ogbench_names", "_presets", "_progress")
+
+# Installed for the life of the process (not in a `with` block): every other `infom` module,
+# whenever and by whom it is imported, gets `@jaxtyped(typechecker=beartype)` on its functions.
+install_import_hook(
+    [f"infom.{m.name}" for m in pkgutil.iter_modules(__path__) if m.name not in _UNCHECKED],
+    "beartype.beartype",
+)
+
+if typing.TYPE_CHECKING:
+    from ._public import *  # noqa: F403
+
+
+def _load_public() -> typing.Any:
+    return importlib.import_module("infom._public")
+
+
+def __getattr__(name: str) -> typing.Any:
+    # Private names (submodules being imported, dunder probes) are not looked up here.
+    if name.startswith("_"):
+        raise AttributeError(f"module 'infom' has no attribute {name!r}")
+    public = vars(_load_public())
+    if name not in public or name.startswith("_"):
+        raise AttributeError(f"module 'infom' has no attribute {name!r}")
+    globals().update({k: v for k, v in public.items() if not k.startswith("_")})
+    return public[name]
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {k for k in vars(_load_public()) if not k.startswith("_")})
+
 
 try:
     __version__ = importlib.metadata.version("infom")

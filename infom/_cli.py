@@ -1,5 +1,8 @@
 """The `infom` command.
 
+It imports only light modules at start (no JAX), so `infom --help` is instant; each handler
+imports what it needs.
+
 Each command group adds its subparsers in one `_add_*_parser(subparsers)` function and sets a
 `handler` that receives the parsed arguments and returns the exit status.
 
@@ -21,17 +24,13 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ._data import DatasetError
-from ._ogbench import (
+from ._errors import DatasetError
+from ._ogbench_names import (
     DEFAULT_DATASET_DIR,
     EPISODE_LENGTH,
     OGBENCH_DOMAINS,
     REFERENCE_EPISODES,
-    DatasetSummary,
-    dataset_paths,
     default_val_episodes,
-    generate_dataset,
-    validate_ogbench_file,
 )
 
 
@@ -190,6 +189,8 @@ def _episode_counts(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
 
 
 def _data_generate(args: argparse.Namespace) -> int:
+    from ._ogbench import dataset_paths, generate_dataset, validate_ogbench_file
+
     play, _, play_ft, _ = dataset_paths(f"{args.domain}-play-v0", args.dataset_dir)
     paths = {"play": play, "play-ft": play_ft}
     counts = _episode_counts(args)
@@ -231,6 +232,8 @@ def _data_generate(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
+    from ._ogbench import validate_ogbench_file
+
     status = 0
     for path in args.paths:
         try:
@@ -241,7 +244,7 @@ def _data_check(args: argparse.Namespace) -> int:
     return status
 
 
-def _print_summary(summary: DatasetSummary) -> None:
+def _print_summary(summary) -> None:
     size = summary.path.stat().st_size / 2**20
     print(
         f"OK {summary.path} ({size:.1f} MiB): {summary.num_episodes} episodes "

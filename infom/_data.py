@@ -12,6 +12,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
+from ._errors import DatasetError
 from ._files import atomic_write_bytes
 from ._types import Batch
 
@@ -20,13 +21,6 @@ NormalizerKind = Literal["zscore", "bounded", "none"]
 
 _ZSCORE_EPS = 1e-8
 _BOUNDED_MIN_RANGE = 1e-6
-
-
-class DatasetError(ValueError):
-    """A dataset is missing an array, or an array has the wrong shape, dtype or values.
-
-    The message always names the source (a file name, or `"<arrays>"`) and the offending key.
-    """
 
 
 # --------------------------------------------------------------------------- validation

@@ -28,47 +28,23 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._data import DatasetError
+from ._errors import DatasetError
 from ._files import atomic_write_bytes
+from ._ogbench_names import (
+    _DOMAINS,
+    DATASET_KINDS,
+    DEFAULT_DATASET_DIR,
+    EPISODE_LENGTH,
+    OGBENCH_DOMAINS,
+    REFERENCE_EPISODES,
+    _Domain,
+    default_val_episodes,
+)
 
-
-DEFAULT_DATASET_DIR = "~/.ogbench/data"
-"""Where OGBench (and therefore `load_ogbench`) looks for dataset files by default."""
-
-EPISODE_LENGTH = 1001
-"""Rows per episode in OGBench's manipulation datasets."""
-
-DATASET_KINDS = ("play", "play-ft")
-"""`play`: the pre-training dataset. `play-ft`: the separate fine-tuning dataset."""
-
-REFERENCE_EPISODES = {"play": 1000, "play-ft": 500}
-"""Training episodes of the published datasets (validation files hold 10% more)."""
 
 _KIND_STREAM = {"play": 0, "play-ft": 1}
 _SPLIT_STREAM = {"train": 0, "val": 1}
 
-
-@dataclasses.dataclass(frozen=True)
-class _Domain:
-    """Facts about one OGBench manipulation domain (checked against the environments)."""
-
-    collection_env: str
-    obs_dim: int
-    qpos_dim: int
-    qvel_dim: int
-    num_buttons: int  # width of `button_states`; 0 when the file has no such key
-    oracles: tuple[str, ...]  # task kinds the data-collection env asks for
-    eval_episode_length: int
-
-
-_DOMAINS: dict[str, _Domain] = {
-    "cube-single": _Domain("cube-single-v0", 28, 21, 20, 0, ("cube",), 200),
-    "cube-double": _Domain("cube-double-v0", 37, 28, 26, 0, ("cube",), 500),
-    "scene": _Domain("scene-v0", 40, 25, 24, 2, ("cube", "button", "drawer", "window"), 750),
-    "puzzle-4x4": _Domain("puzzle-4x4-v0", 83, 30, 30, 16, ("button",), 500),
-}
-OGBENCH_DOMAINS = tuple(_DOMAINS)
-"""The four state-based OGBench manipulation domains InFOM is evaluated on."""
 
 _NAME_RE = re.compile(
     r"^(?P<domain>cube-single|cube-double|scene|puzzle-4x4)"
@@ -1181,8 +1157,3 @@ def load_ogbench(
 def eval_episode_length(domain: str) -> int:
     """OGBench's evaluation time limit: cube-single 200, cube-double 500, scene 750, puzzle-4x4 500 steps."""
     return _check_domain(domain).eval_episode_length
-
-
-def default_val_episodes(num_episodes: int) -> int:
-    """OGBench's validation size: 10% of the training episodes (at least one)."""
-    return max(1, num_episodes // 10)

@@ -1,0 +1,121 @@
+"""The public API of `infom`, imported on first use by `infom/__init__.py`.
+
+Every name here is re-exported as `infom.NAME`; nothing else is public. This module is only
+ever imported after `infom/__init__.py` has installed the jaxtyping import hook, so every
+function below is shape- and dtype-checked (jaxtyping + beartype, at trace time).
+"""
+
+from ._data import (
+    Dataset as Dataset,
+    DatasetError as DatasetError,
+    Normalizer as Normalizer,
+    fit_normalizer as fit_normalizer,
+    load_normalizer as load_normalizer,
+    normalize_dataset as normalize_dataset,
+    sample_batch as sample_batch,
+    save_normalizer as save_normalizer,
+)
+from ._demo import (
+    PENDULUM_DEMO as PENDULUM_DEMO,
+    PENDULUM_DEMO_QUICK as PENDULUM_DEMO_QUICK,
+    DemoDiagnostics as DemoDiagnostics,
+    DemoResult as DemoResult,
+    PendulumDemoConfig as PendulumDemoConfig,
+    collect_pendulum_data as collect_pendulum_data,
+    format_demo_result as format_demo_result,
+    pendulum_state_reward as pendulum_state_reward,
+    run_pendulum_demo as run_pendulum_demo,
+)
+from ._evaluation import (
+    CubeOraclePolicy as CubeOraclePolicy,
+    EnvPolicy as EnvPolicy,
+    EvalResult as EvalResult,
+    eval_env_name as eval_env_name,
+    evaluate_ogbench as evaluate_ogbench,
+)
+from ._gymnax import (
+    collect_gymnax_dataset as collect_gymnax_dataset,
+    evaluate_gymnax as evaluate_gymnax,
+    pendulum_behaviours as pendulum_behaviours,
+)
+from ._losses import (
+    ActorAux as ActorAux,
+    FlowLossAux as FlowLossAux,
+    Intention as Intention,
+    RegressionAux as RegressionAux,
+    actor_loss as actor_loss,
+    bc_loss as bc_loss,
+    critic_values as critic_values,
+    ema_update as ema_update,
+    encode as encode,
+    expectile_distill as expectile_distill,
+    expectile_loss as expectile_loss,
+    frozen as frozen,
+    gaussian_log_prob as gaussian_log_prob,
+    kl_to_prior as kl_to_prior,
+    min_q as min_q,
+    reset_target as reset_target,
+    reward_loss as reward_loss,
+    sarsa_flow_loss as sarsa_flow_loss,
+)
+from ._networks import (
+    MLP as MLP,
+    AbstractVectorField as AbstractVectorField,
+    Actor as Actor,
+    Critic as Critic,
+    IntentionEncoder as IntentionEncoder,
+    Models as Models,
+    RewardModel as RewardModel,
+    VectorField as VectorField,
+    init_models as init_models,
+)
+from ._ogbench import (
+    DatasetIdentity as DatasetIdentity,
+    DatasetMismatchError as DatasetMismatchError,
+    DatasetNotFoundError as DatasetNotFoundError,
+    DatasetSummary as DatasetSummary,
+    GenerationInterrupted as GenerationInterrupted,
+    GenerationSummary as GenerationSummary,
+    OGBenchDatasets as OGBenchDatasets,
+    dataset_paths as dataset_paths,
+    generate_dataset as generate_dataset,
+    load_ogbench as load_ogbench,
+    validate_ogbench_file as validate_ogbench_file,
+)
+from ._run import (
+    CheckpointError as CheckpointError,
+    NonFiniteLossError as NonFiniteLossError,
+    RunData as RunData,
+    RunInterrupted as RunInterrupted,
+    RunResult as RunResult,
+    evaluate_run as evaluate_run,
+    load_run as load_run,
+    load_task_data as load_task_data,
+    make_policy as make_policy,
+    train as train,
+)
+from ._sampling import (
+    ClipToBox as ClipToBox,
+    field_conditioning as field_conditioning,
+    mc_q as mc_q,
+    sample_future as sample_future,
+    solve_flow as solve_flow,
+    standard_gpi as standard_gpi,
+)
+from ._train import (
+    FinetuneMetrics as FinetuneMetrics,
+    PretrainMetrics as PretrainMetrics,
+    TrainState as TrainState,
+    finetune_block as finetune_block,
+    finetune_loss as finetune_loss,
+    finetune_step as finetune_step,
+    init_train_state as init_train_state,
+    make_optimizer as make_optimizer,
+    mc_q_targets as mc_q_targets,
+    policy_actions as policy_actions,
+    pretrain_block as pretrain_block,
+    pretrain_loss as pretrain_loss,
+    pretrain_step as pretrain_step,
+    start_finetuning as start_finetuning,
+)
+from ._types import Batch as Batch
