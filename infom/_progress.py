@@ -5,6 +5,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -60,7 +61,7 @@ class JobProgress:
                 total=1000,
                 file=sys.stderr,
                 dynamic_ncols=True,
-                bar_format="{desc} |{bar}| {postfix}",
+                bar_format="{desc} |{bar}|{postfix}",
             )
             self._render()
 
@@ -133,6 +134,18 @@ class JobProgress:
         self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.n = int(1000 * work_done / work_total) if work_total > 0 else 0
         self.bar.refresh()
+
+    def wrap_log(self, log: Callable[[str], None]) -> Callable[[str], None]:
+        """`log`, writing its line above the progress line instead of through it."""
+
+        def write(message: str) -> None:
+            if self.bar is None:
+                log(message)
+                return
+            with self.bar.external_write_mode():
+                log(message)
+
+        return write
 
     def close(self) -> None:
         if self.bar is not None:

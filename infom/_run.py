@@ -771,6 +771,7 @@ def train(
         )
 
     job = JobProgress(_job_phases(env_name, run, missing), enabled=progress)
+    log = job.wrap_log(log)
     where = "preparing data"
     states_out: list[TrainState] = []  # the states of the last completed block, for an interruption
     try:
@@ -787,8 +788,10 @@ def train(
             with deferred_interrupts():
                 save_checkpoint(run_dir, states)
             kept = f"the states after update {_states_step(states)} are checkpointed ({job.describe()})"
+        elif where == "training":
+            kept = "the data and the normaliser are kept, no update had completed"
         else:
-            kept = "nothing to lose yet"
+            kept = "nothing had been made yet"
         raise RunInterrupted(
             f"interrupted while {where}: {kept}; resume with: infom train --resume {run_dir}"
         ) from None
