@@ -53,9 +53,11 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from . import _keys
 from ._config import InFOMConfig, NetworkConfig
 from ._data import Dataset, batch_at, fit_normalizer, normalize_dataset, sample_batch
 from ._gymnax import collect_gymnax_dataset, evaluate_gymnax, pendulum_behaviours
+from ._keys import DATA, DIAGNOSTICS, EVALUATION, run_key
 from ._losses import bc_loss, critic_values
 from ._networks import Actor
 from ._train import (
@@ -268,18 +270,26 @@ def _init_states(keys, normalizer, config: InFOMConfig, optim):
 
 @eqx.filter_jit
 def _pretrain_seeds(states, dataset, keys, num_updates: int, config: InFOMConfig, optim):
+    first = jnp.int32(0)  # every seed starts here: unbatched, so schedules stay branches
     return eqx.filter_vmap(
         lambda state, key: pretrain_block(
-            state, dataset, key=key, num_updates=num_updates, config=config, optim=optim
+            state, dataset, key=key, num_updates=num_updates, config=config, optim=optim, first_step=first
         )
     )(states, keys)
 
 
 @eqx.filter_jit
-def _finetune_seeds(states, dataset, keys, num_updates: int, config: InFOMConfig, optim):
+def _finetune_seeds(states, dataset, keys, first_step: int, num_updates: int, config: InFOMConfig, optim):
+    first = jnp.int32(first_step)  # the updates every seed has done: unbatched (see _pretrain_seeds)
     return eqx.filter_vmap(
         lambda state, key: finetune_block(
-            start_finetuning(state), dataset, key=key, num_updates=num_updates, config=config, optim=optim
+            start_finetuning(state),
+            dataset,
+            key=key,
+            num_updates=num_updates,
+            config=config,
+            optim=optim,
+            first_step=first,
         )
     )(states, keys)
 
@@ -469,10 +479,11 @@ def run_pendulum_demo(
         seconds[name] = time.perf_counter() - start - sum(seconds.values())
         say(f"{name}: {seconds[name]:.1f} s")
 
-    data_key, eval_key, diag_key = jr.split(jr.key(seed), 3)
-    seed_keys = jnp.stack([jr.key(seed + i) for i in range(config.num_seeds)])
-    init_keys, pretrain_keys, finetune_keys, bc_keys = (
-        jax.vmap(lambda k, i=i: jr.fold_in(k, i))(seed_keys) for i in range(4)
+    # The key tree of `infom/_keys.py`: each phase is one block of the seeds' BLOCKS streams.
+    data_key, eval_key, diag_key = (run_key(seed, s) for s in (DATA, EVALUATION, DIAGNOSTICS))
+    init_keys = _keys.init_keys(seed, config.num_seeds)
+    pretrain_keys, finetune_keys, bc_keys = (
+        _keys.block_keys(seed, config.num_seeds, block) for block in range(3)
     )
 
     pretrain_raw, finetune_raw = collect_pendulum_data(config, key=data_key)
@@ -489,7 +500,15 @@ def run_pendulum_demo(
     lap("pretrain")
 
     finetuned, _ = _block(
-        _finetune_seeds(states, finetune, finetune_keys, config.finetune_updates, infom_config, optim)
+        _finetune_seeds(
+            states,
+            finetune,
+            finetune_keys,
+            config.pretrain_updates,
+            config.finetune_updates,
+            infom_config,
+            optim,
+        )
     )
     lap("finetune")
 

@@ -17,7 +17,6 @@ from typing import Any, NamedTuple
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.random as jr
 import numpy as np
 
 from ._config import InFOMConfig
@@ -31,6 +30,7 @@ from ._data import (
     save_normalizer,
 )
 from ._files import atomic_write_bytes, atomic_write_json, deferred_interrupts, read_json
+from ._keys import block_keys, init_keys
 from ._presets import RunConfig, config_from_dict, config_to_dict
 from ._progress import JobProgress, Phase
 from ._train import (
@@ -459,17 +459,14 @@ def _check_files_unchanged(run_dir: Path, record: dict[str, Any], dataset_dir) -
 
 
 @eqx.filter_jit
-def _multi_seed_block(phase: str, states, dataset, keys, num_updates: int, config: InFOMConfig, optim):
+def _multi_seed_block(
+    phase: str, states, dataset, keys, first_step, num_updates: int, config: InFOMConfig, optim
+):
+    # `first_step` is shared by the seeds (not vmapped), so the actor's schedule stays a branch.
     step_fn = pretrain_step if phase == "pretrain" else finetune_step
     return eqx.filter_vmap(
-        lambda state, key: _block(step_fn, state, dataset, key, num_updates, config, optim)
+        lambda state, key: _block(step_fn, state, dataset, key, num_updates, config, optim, first_step)
     )(states, keys)
-
-
-def _block_keys(run: RunConfig, block_index: int) -> jax.Array:
-    """Keys of one block for every seed: a pure function of (seed, block index), so a resumed
-    run draws exactly the numbers an uninterrupted run would."""
-    return jnp.stack([jr.fold_in(jr.key(run.seed + i), block_index) for i in range(run.num_seeds)])
 
 
 def _check_finite(metrics: PretrainMetrics | FinetuneMetrics, first_step: int, phase: str) -> None:
@@ -865,7 +862,7 @@ def _train_loop(
     init = eqx.filter_vmap(
         lambda key: init_train_state(data.obs_dim, data.action_dim, data.normalizer, infom, optim, key=key)
     )
-    states = init(jnp.stack([jr.key(run.seed + i) for i in range(run.num_seeds)]))
+    states = init(init_keys(run.seed, run.num_seeds))
     if checkpoint_steps(run_dir):
         states = load_checkpoint(run_dir, states)
     else:
@@ -912,8 +909,9 @@ def _train_loop(
         dataset = data.pretrain if phase == "pretrain" else data.finetune
         block_index = step // run.block_size
         started = time.perf_counter()
+        keys = block_keys(run.seed, run.num_seeds, block_index)
         new_states, metrics = _multi_seed_block(
-            phase, block_states, dataset, _block_keys(run, block_index), run.block_size, infom, optim
+            phase, block_states, dataset, keys, jnp.int32(step), run.block_size, infom, optim
         )
         metrics = jax.tree.map(np.asarray, metrics)  # waits for the block
         seconds = time.perf_counter() - started
@@ -960,7 +958,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[str, InFOMConfig, RunConfig, T
     optim = make_optimizer(infom)
     like = eqx.filter_vmap(
         lambda key: init_train_state(sizes["obs_dim"], sizes["action_dim"], normalizer, infom, optim, key=key)
-    )(jnp.stack([jr.key(i) for i in range(run.num_seeds)]))
+    )(init_keys(0, run.num_seeds))  # the structure only; the values come from the checkpoint
     return record["env"], infom, run, load_checkpoint(run_dir, like)
 
 

@@ -175,10 +175,12 @@ def _critic_intentions(models: Models, batch: Batch, key: PRNGKeyArray, config: 
     shape = (size, latent) if config.intention_sharing == "shared" else (config.num_futures, size, latent)
     if config.critic_intentions == "prior":
         return jr.normal(key, shape, dtype=batch.observations.dtype)
-    posterior = encode(frozen(models.encoder), batch.next_observations, batch.next_actions, key=key)
+    encode_key, eps_key = jr.split(key)
+    posterior = encode(frozen(models.encoder), batch.next_observations, batch.next_actions, key=encode_key)
     if config.intention_sharing == "shared":
         return posterior.sample
-    eps = jr.normal(key, shape, dtype=posterior.mean.dtype)
+    # One posterior sample per future: fresh noise, not the key `encode` used.
+    eps = jr.normal(eps_key, shape, dtype=posterior.mean.dtype)
     return posterior.mean[None] + jnp.exp(posterior.log_std)[None] * eps
 
 
@@ -362,11 +364,19 @@ def finetune_step(
     key: PRNGKeyArray,
     config: InFOMConfig,
     optim: optax.GradientTransformation,
+    update_actor: Bool[Array, ""] | bool | None = None,
 ) -> tuple[TrainState, FinetuneMetrics]:
     """One fine-tuning update: gradients of [`finetune_loss`][] (the actor term only when
-    `(state.step + 1) % config.actor_freq == 0`, as in the reference), an Adam step, and
-    the EMA target update. Call [`start_finetuning`][] once before the first one."""
-    update_actor = (state.step + 1) % config.actor_freq == 0
+    `update_actor`; by default when `(state.step + 1) % config.actor_freq == 0`, as in the
+    reference), an Adam step, and the EMA target update. Call [`start_finetuning`][] once
+    before the first one.
+
+    Under a vmap over seeds `state.step` is batched, which turns the actor's `lax.cond` into
+    a select that runs the actor loss on every update; the blocks therefore pass
+    `update_actor` computed from an unbatched update counter ([`actor_schedule`][]).
+    """
+    if update_actor is None:
+        update_actor = actor_schedule(state.step, config)
     grads, metrics = eqx.filter_grad(
         lambda m: finetune_loss(
             m,
@@ -382,13 +392,26 @@ def finetune_step(
     return _apply_gradients(state, grads, optim, config), metrics
 
 
-def _block(step_fn, state, dataset, key, num_updates, config, optim):
-    def body(state, key):
+def actor_schedule(step: Int[Array, ""], config: InFOMConfig) -> Bool[Array, ""]:
+    """Whether the update that follows `step` updates the actor: `(step + 1) % actor_freq == 0`."""
+    return (step + 1) % config.actor_freq == 0
+
+
+def _block(step_fn, state, dataset, key, num_updates, config, optim, first_step=None):
+    """`num_updates` steps in one `lax.scan`. `first_step` (default `state.step`) counts the
+    updates; pass it unbatched when vmapping over seeds so that schedules stay branches."""
+    if first_step is None:
+        first_step = state.step
+    steps = first_step + jnp.arange(num_updates, dtype=jnp.int32)
+
+    def body(state, inputs):
+        key, step = inputs
         batch_key, step_key = jr.split(key)
         batch = sample_batch(dataset, batch_key, config.batch_size)
-        return step_fn(state, batch, key=step_key, config=config, optim=optim)
+        extra = {"update_actor": actor_schedule(step, config)} if step_fn is finetune_step else {}
+        return step_fn(state, batch, key=step_key, config=config, optim=optim, **extra)
 
-    return jax.lax.scan(body, state, jr.split(key, num_updates))
+    return jax.lax.scan(body, state, (jr.split(key, num_updates), steps))
 
 
 @eqx.filter_jit
@@ -400,13 +423,17 @@ def pretrain_block(
     num_updates: int,
     config: InFOMConfig,
     optim: optax.GradientTransformation,
+    first_step: Int[Array, ""] | None = None,
 ) -> tuple[TrainState, PretrainMetrics]:
     """`num_updates` [`pretrain_step`][]s on batches sampled in-jit from `dataset`, as one
     compiled `lax.scan`. Returns the final state and the metrics of every update (stacked).
 
-    Vmap over seeds with `eqx.filter_vmap(pretrain_block, in_axes=(0, None))` and keys.
+    Vmap over seeds with `eqx.filter_vmap` over states and keys. `first_step` (default
+    `state.step`) is the number of updates done before the block; when vmapping over seeds,
+    pass it unbatched (it is the same for every seed), so that update schedules such as the
+    actor's every `actor_freq` updates stay branches instead of selects that run both sides.
     """
-    return _block(pretrain_step, state, dataset, key, num_updates, config, optim)
+    return _block(pretrain_step, state, dataset, key, num_updates, config, optim, first_step)
 
 
 @eqx.filter_jit
@@ -418,9 +445,11 @@ def finetune_block(
     num_updates: int,
     config: InFOMConfig,
     optim: optax.GradientTransformation,
+    first_step: Int[Array, ""] | None = None,
 ) -> tuple[TrainState, FinetuneMetrics]:
-    """`num_updates` [`finetune_step`][]s as one compiled `lax.scan` (see [`pretrain_block`][])."""
-    return _block(finetune_step, state, dataset, key, num_updates, config, optim)
+    """`num_updates` [`finetune_step`][]s as one compiled `lax.scan` (see [`pretrain_block`][]);
+    the actor updates after update `first_step + k` when [`actor_schedule`][] says so."""
+    return _block(finetune_step, state, dataset, key, num_updates, config, optim, first_step)
 
 
 def policy_actions(

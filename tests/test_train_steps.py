@@ -173,6 +173,37 @@ def test_seeds_vmapped_in_one_program_equal_separate_runs(dataset, optim):
     np.testing.assert_allclose(metrics.loss[1], single_metrics.loss, rtol=1e-5)
 
 
+def test_vmapped_seeds_keep_the_actor_update_a_branch_and_the_same_results(state, dataset, optim):
+    """With an unbatched `first_step` the actor's `lax.cond` stays a `cond` under the seed vmap
+    (a batched step counter turns it into a select that runs the actor loss on every update),
+    and every seed's result equals its own run."""
+    keys = jr.split(jr.key(4), 2)
+    states = eqx.filter_vmap(lambda k: infom.init_train_state(OBS, ACT, dataset[1], CONFIG, optim, key=k))(
+        keys
+    )
+
+    def block(states, keys, first_step):
+        return eqx.filter_vmap(
+            lambda s, k: infom.finetune_block(
+                s, dataset[0], key=k, num_updates=4, config=CONFIG, optim=optim, first_step=first_step
+            )
+        )(states, keys)
+
+    def primitives(first_step):
+        jaxpr = eqx.filter_make_jaxpr(lambda s, k: block(s, k, first_step))(states, keys)[0]
+        return str(jaxpr)
+
+    # The batched counter turns the actor's branch into a select: fewer `cond`s in the program.
+    assert primitives(jnp.int32(0)).count(" cond[") > primitives(None).count(" cond[")
+    vmapped, metrics = block(states, keys, jnp.int32(0))
+    np.testing.assert_array_equal(np.asarray(metrics.actor_updated[0]), (np.arange(1, 5) % 4) == 0)
+    single_state = jax.tree.map(lambda x: x[1] if eqx.is_array(x) else x, states)
+    single, single_metrics = infom.finetune_block(
+        single_state, dataset[0], key=keys[1], num_updates=4, config=CONFIG, optim=optim
+    )
+    np.testing.assert_allclose(metrics.loss[1], single_metrics.loss, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -250,7 +281,8 @@ def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dat
     models = state.models
     got = infom.mc_q_targets(models, batch, key=key, config=config)
     z_key, future_key = jr.split(key)
-    z = infom.encode(models.encoder, batch.next_observations, batch.next_actions, key=z_key).sample
+    encode_key, _ = jr.split(z_key)  # (encoder, per-future noise) in `_critic_intentions`
+    z = infom.encode(models.encoder, batch.next_observations, batch.next_actions, key=encode_key).sample
     futures = infom.sample_future(
         models.field,
         batch.observations,
