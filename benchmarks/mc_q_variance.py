@@ -34,7 +34,7 @@ from _common import header, print_table
 
 import infom
 from infom._run import load_task_data
-from infom._train import _critic_sampling
+from infom.agents.infom import _critic_sampling
 
 
 DEFAULT_RUN = "runs/ogbench_tasks/cube-single-play-singletask-task1-v0-cube-single-cpu"

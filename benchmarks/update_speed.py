@@ -29,7 +29,7 @@ import numpy as np
 from _common import header, interleaved_medians, print_table
 
 import infom
-from infom._train import mc_q_targets
+from infom.agents.infom import mc_q_targets
 
 
 OBS, ACT, BATCH = 28, 5, 256
@@ -136,6 +136,36 @@ def run_setting(name: str, repeat: int) -> dict:
         lambda s, k: infom.finetune_block(s, dataset, key=k, num_updates=block, config=config, optim=optim)
     )
 
+    # Three seeds vmapped in one block: the actor's schedule from the shared, unbatched update
+    # counter (a branch; what the run does) against the batched per-seed counter (a select that
+    # runs the actor loss on every update; what the run did before).
+    seeds = 3
+    seed_states = eqx.filter_vmap(
+        lambda k: eqx.tree_at(
+            lambda s: s.step,
+            infom.init_train_state(OBS, ACT, normalizer, config, optim, key=k),
+            jnp.int32(0),
+        )
+    )(jr.split(jr.key(3), seeds))
+    seed_keys = jr.split(jr.key(4), seeds)
+
+    def seeds_block(first_step):
+        return eqx.filter_jit(
+            lambda s, k: eqx.filter_vmap(
+                lambda state, key: infom.finetune_block(
+                    state,
+                    dataset,
+                    key=key,
+                    num_updates=block,
+                    config=config,
+                    optim=optim,
+                    first_step=first_step,
+                )
+            )(s, k)
+        )
+
+    seeds_branch, seeds_select = seeds_block(jnp.int32(0)), seeds_block(None)
+
     result = {"setting": name}
     calls = {
         "pretrain": functools.partial(pretrain, state, batch, key),
@@ -143,6 +173,8 @@ def run_setting(name: str, repeat: int) -> dict:
         "futures": functools.partial(futures_only, state, batch, key),
         "pretrain_block": functools.partial(pre_block, state, key),
         "finetune_block": functools.partial(fine_block, state, key),
+        "finetune_block_seeds_branch": functools.partial(seeds_branch, seed_states, seed_keys),
+        "finetune_block_seeds_select": functools.partial(seeds_select, seed_states, seed_keys),
     }
     compile_seconds = {}
     for label, call in calls.items():
@@ -155,7 +187,8 @@ def run_setting(name: str, repeat: int) -> dict:
     matmul = jax.jit(jnp.matmul)
     medians = interleaved_medians({**calls, "matmul": lambda: matmul(a, b)}, repeat=repeat, warmup=1)
     for label in calls:
-        seconds = medians[label] / (block if label.endswith("_block") else 1)
+        per_update = block * (seeds if "_seeds_" in label else 1) if "_block" in label else 1
+        seconds = medians[label] / per_update
         result[label] = seconds
         result[f"{label}_compile"] = compile_seconds[label] - medians[label]
     result["matmul_gflops"] = 2 * 2048**3 / medians["matmul"] / 1e9
@@ -241,6 +274,7 @@ def main() -> None:
             "matmul GFLOP/s",
             "pretrain ms/update in block",
             "finetune ms/update in block",
+            f"finetune ms/update/seed, {3} seeds vmapped: branch / select (ratio)",
             "peak RSS GiB",
             "unsplit-field GFLOP (pre / fine)",
         ],
@@ -250,6 +284,11 @@ def main() -> None:
                 f"{r['matmul_gflops']:.0f}",
                 f"{r['pretrain_block'] * 1e3:.1f}",
                 f"{r['finetune_block'] * 1e3:.1f}",
+                "{:.1f} / {:.1f} ({:.2f})".format(
+                    r["finetune_block_seeds_branch"] * 1e3,
+                    r["finetune_block_seeds_select"] * 1e3,
+                    r["finetune_block_seeds_branch"] / r["finetune_block_seeds_select"],
+                ),
                 f"{r['peak_rss_gib']:.2f}",
                 f"{r['gflop_unsplit'][0]:.1f} / {r['gflop_unsplit'][1]:.1f}",
             ]

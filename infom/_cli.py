@@ -10,7 +10,8 @@ Each command group adds its subparsers in one `_add_*_parser(subparsers)` functi
 infom data generate DOMAIN [--kind play|play-ft|both] [--episodes N] [--val-episodes M]
                            [--dataset-dir DIR] [--seed S] [--workers W] [--overwrite]
 infom data check PATH [PATH ...]
-infom train --env TASK [--preset NAME] [--seeds N] [--seed S] [--set KEY=VALUE ...] [--run-dir DIR]
+infom train --env TASK [--agent infom|bc|iql|rebrac] [--preset NAME] [--seeds N] [--seed S]
+            [--set KEY=VALUE ...] [--run-dir DIR]
 infom train --resume RUN_DIR
 infom eval RUN_DIR [--episodes N]
 infom presets
@@ -259,6 +260,11 @@ def _print_summary(summary) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+AGENT_NAMES = ("infom", "bc", "iql", "rebrac")
+"""The names of `infom.AGENTS`, here so that the parser is built without importing JAX (a test
+checks that the two agree)."""
+
+
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
@@ -272,6 +278,12 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--env", metavar="TASK", help="OGBench task, e.g. cube-single-play-singletask-task1-v0"
+    )
+    train.add_argument(
+        "--agent",
+        choices=AGENT_NAMES,
+        default="infom",
+        help="the method: InFOM or one of its baselines (default: infom); see README",
     )
     train.add_argument(
         "--preset",
@@ -351,6 +363,8 @@ def _train(args: argparse.Namespace) -> int:
             raise ValueError(
                 "--resume takes the run's own settings; drop --env/--preset/--set/--seeds/--seed"
             )
+        if args.agent != "infom":
+            raise ValueError("--resume takes the run's own agent; drop --agent")
         result = train(
             None,
             args.resume,
@@ -363,6 +377,9 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if not args.env:
             raise ValueError("--env is required (or --resume RUN_DIR)")
+        from .agents import AGENTS
+
+        agent = AGENTS[args.agent]
         name = args.preset or default_preset_name(args.env)
         preset = get_preset(name)
         overrides = list(args.overrides)
@@ -370,16 +387,17 @@ def _train(args: argparse.Namespace) -> int:
             overrides.append(f"num_seeds={args.seeds}")
         if args.seed is not None:
             overrides.append(f"seed={args.seed}")
-        infom, run = apply_overrides(preset.infom, preset.run, overrides)
+        config, run = apply_overrides(agent.preset_config(preset), preset.run, overrides)
         run_dir = args.run_dir or os.path.join(
-            "runs", args.env, f"{name}-s{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+            "runs", args.env, f"{agent.name}-{name}-s{run.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
-        _log(f"{args.env} with preset {name} ({preset.description}); run directory {run_dir}")
+        _log(f"{agent.name} on {args.env} with preset {name} ({preset.description}); run directory {run_dir}")
         result = train(
             args.env,
             run_dir,
-            infom,
+            config,
             run,
+            agent=agent,
             preset=name,
             dataset_dir=args.dataset_dir,
             generate_missing=not args.no_generate,

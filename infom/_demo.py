@@ -60,11 +60,10 @@ from ._gymnax import collect_gymnax_dataset, evaluate_gymnax, pendulum_behaviour
 from ._keys import DATA, DIAGNOSTICS, EVALUATION, run_key
 from ._losses import bc_loss, critic_values
 from ._networks import Actor
-from ._train import (
-    TrainState,
+from ._train import TrainState, make_optimizer
+from .agents.infom import (
     finetune_block,
     init_train_state,
-    make_optimizer,
     mc_q_targets,
     policy_actions,
     pretrain_block,

@@ -250,56 +250,79 @@ def _fields(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def override_keys() -> list[str]:
-    """Every `key` accepted by [`apply_overrides`][]."""
-    keys = [f"network.{name}" for name in _fields(NetworkConfig)]
-    keys += [name for name in _fields(InFOMConfig) if name != "network"]
-    keys += list(_fields(RunConfig))
+def _config_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for name, hint in _fields(cls).items():
+        if dataclasses.is_dataclass(hint):
+            keys += _config_keys(hint, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
     return keys
 
 
-def apply_overrides(
-    infom: InFOMConfig, run: RunConfig, overrides: list[str]
-) -> tuple[InFOMConfig, RunConfig]:
+def override_keys(config_type: type = InFOMConfig) -> list[str]:
+    """Every `key` accepted by [`apply_overrides`][] for a config of `config_type` (nested
+    dataclass fields as `network.hidden_dims`) and a [`RunConfig`][]."""
+    return _config_keys(config_type) + list(_fields(RunConfig))
+
+
+def _replace(config: Any, changes: dict[str, str], owner_keys: list[str]) -> Any:
+    """`config` with `changes` (`dotted.key -> text`) parsed and applied, nested dataclasses too."""
+    fields = _fields(type(config))
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, str]] = {}
+    for key, text in changes.items():
+        head, dot, rest = key.partition(".")
+        if dot and head in fields and dataclasses.is_dataclass(fields[head]):
+            nested.setdefault(head, {})[rest] = text
+        elif not dot and head in fields and not dataclasses.is_dataclass(fields[head]):
+            direct[head] = _parse_value(text, fields[head], key)
+        else:
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(owner_keys)}")
+    for head, sub in nested.items():
+        direct[head] = _replace(getattr(config, head), sub, owner_keys)
+    return dataclasses.replace(config, **direct)
+
+
+def apply_overrides(config: Any, run: RunConfig, overrides: list[str]) -> tuple[Any, RunConfig]:
     """Applies `key=value` overrides (e.g. `alpha=30`, `network.hidden_dims=256,256`,
-    `pretrain_updates=1000`) to a pair of configs; the new configs validate themselves."""
-    infom_fields, run_fields, network_fields = (
-        _fields(InFOMConfig),
-        _fields(RunConfig),
-        _fields(NetworkConfig),
-    )
-    infom_changes: dict[str, Any] = {}
+    `pretrain_updates=1000`) to an agent's config (any frozen dataclass, e.g. [`InFOMConfig`][])
+    and a run schedule; the new configs validate themselves."""
+    known = override_keys(type(config))
+    run_fields = _fields(RunConfig)
+    config_changes: dict[str, str] = {}
     run_changes: dict[str, Any] = {}
-    network_changes: dict[str, Any] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep:
             raise ValueError(f"override {item!r} must have the form key=value")
-        if key.startswith("network."):
-            name = key.removeprefix("network.")
-            if name not in network_fields:
-                raise ValueError(f"unknown setting {key!r}; known: {', '.join(override_keys())}")
-            network_changes[name] = _parse_value(text.strip(), network_fields[name], key)
-        elif key in infom_fields and key != "network":
-            infom_changes[key] = _parse_value(text.strip(), infom_fields[key], key)
-        elif key in run_fields:
+        if key in run_fields and key not in known[: len(known) - len(run_fields)]:
             run_changes[key] = _parse_value(text.strip(), run_fields[key], key)
         else:
-            raise ValueError(f"unknown setting {key!r}; known: {', '.join(override_keys())}")
-    if network_changes:
-        infom_changes["network"] = dataclasses.replace(infom.network, **network_changes)
-    return dataclasses.replace(infom, **infom_changes), dataclasses.replace(run, **run_changes)
+            config_changes[key] = text.strip()
+    return _replace(config, config_changes, known), dataclasses.replace(run, **run_changes)
 
 
-def config_to_dict(infom: InFOMConfig, run: RunConfig) -> dict[str, Any]:
-    """A JSON-serialisable record of both configs."""
-    return {"infom": dataclasses.asdict(infom), "run": dataclasses.asdict(run)}
+def _from_dict(cls: type, record: dict[str, Any]) -> Any:
+    values = {}
+    for name, hint in _fields(cls).items():
+        if name not in record:
+            continue  # a field added since the record was written keeps its default
+        value = record[name]
+        if dataclasses.is_dataclass(hint):
+            value = _from_dict(hint, value)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
 
 
-def config_from_dict(record: dict[str, Any]) -> tuple[InFOMConfig, RunConfig]:
-    """The inverse of [`config_to_dict`][]."""
-    infom = dict(record["infom"])
-    network = dict(infom.pop("network"))
-    network["hidden_dims"] = tuple(network["hidden_dims"])
-    return InFOMConfig(network=NetworkConfig(**network), **infom), RunConfig(**record["run"])
+def config_to_dict(agent_name: str, config: Any, run: RunConfig) -> dict[str, Any]:
+    """A JSON-serialisable record of an agent's name, its config and the run schedule."""
+    return {"agent": agent_name, "config": dataclasses.asdict(config), "run": dataclasses.asdict(run)}
+
+
+def config_from_dict(record: dict[str, Any], config_type: type) -> tuple[Any, RunConfig]:
+    """The inverse of [`config_to_dict`][] for a config of `config_type`."""
+    return _from_dict(config_type, record["config"]), _from_dict(RunConfig, record["run"])

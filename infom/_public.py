@@ -103,14 +103,25 @@ from ._sampling import (
     standard_gpi as standard_gpi,
 )
 from ._train import (
+    TrainState as TrainState,
+    actor_schedule as actor_schedule,
+    agent_actions as agent_actions,
+    begin_finetuning as begin_finetuning,
+    init_state as init_state,
+    make_optimizer as make_optimizer,
+    train_block as train_block,
+    train_step as train_step,
+)
+from ._types import Batch as Batch
+from .agents import AGENTS as AGENTS
+from .agents._base import Agent as Agent
+from .agents.infom import (
     FinetuneMetrics as FinetuneMetrics,
     PretrainMetrics as PretrainMetrics,
-    TrainState as TrainState,
     finetune_block as finetune_block,
     finetune_loss as finetune_loss,
     finetune_step as finetune_step,
     init_train_state as init_train_state,
-    make_optimizer as make_optimizer,
     mc_q_targets as mc_q_targets,
     policy_actions as policy_actions,
     pretrain_block as pretrain_block,
@@ -118,4 +129,3 @@ from ._train import (
     pretrain_step as pretrain_step,
     start_finetuning as start_finetuning,
 )
-from ._types import Batch as Batch

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._config import InFOMConfig
 from ._data import (
     Dataset,
     DatasetError,
@@ -33,18 +32,9 @@ from ._files import atomic_write_bytes, atomic_write_json, deferred_interrupts, 
 from ._keys import block_keys, init_keys
 from ._presets import RunConfig, config_from_dict, config_to_dict
 from ._progress import JobProgress, Phase
-from ._train import (
-    FinetuneMetrics,
-    PretrainMetrics,
-    TrainState,
-    _block,
-    finetune_step,
-    init_train_state,
-    make_optimizer,
-    policy_actions,
-    pretrain_step,
-    start_finetuning,
-)
+from ._train import TrainState, agent_actions, begin_finetuning, init_state, make_optimizer, train_block
+from .agents import AGENTS
+from .agents._base import Agent
 
 
 CONFIG_FILE = "config.json"
@@ -460,16 +450,25 @@ def _check_files_unchanged(run_dir: Path, record: dict[str, Any], dataset_dir) -
 
 @eqx.filter_jit
 def _multi_seed_block(
-    phase: str, states, dataset, keys, first_step, num_updates: int, config: InFOMConfig, optim
+    agent: Agent, loss_fn, states, dataset, keys, first_step, num_updates: int, config, optim
 ):
     # `first_step` is shared by the seeds (not vmapped), so the actor's schedule stays a branch.
-    step_fn = pretrain_step if phase == "pretrain" else finetune_step
     return eqx.filter_vmap(
-        lambda state, key: _block(step_fn, state, dataset, key, num_updates, config, optim, first_step)
+        lambda state, key: train_block(
+            agent,
+            loss_fn,
+            state,
+            dataset,
+            key=key,
+            num_updates=num_updates,
+            config=config,
+            optim=optim,
+            first_step=first_step,
+        )
     )(states, keys)
 
 
-def _check_finite(metrics: PretrainMetrics | FinetuneMetrics, first_step: int, phase: str) -> None:
+def _check_finite(metrics: tuple, first_step: int, phase: str) -> None:
     for name, values in metrics._asdict().items():
         values = np.asarray(values)
         if not np.issubdtype(values.dtype, np.floating):
@@ -491,12 +490,12 @@ def _seed(states: TrainState, index: int) -> TrainState:
 # --------------------------------------------------------------------------- evaluation
 
 
-def make_policy(state: TrainState, *, pad_to: int = 16) -> Callable[[np.ndarray], np.ndarray]:
+def make_policy(agent: Agent, state: TrainState, *, pad_to: int = 16) -> Callable[[np.ndarray], np.ndarray]:
     """A NumPy policy `raw observations [n, obs_dim] -> actions [n, action_dim]` for the
     evaluation harness: deterministic `clip(mu(normalize(s)), -1, 1)`, jitted, with the batch
     padded to a multiple of `pad_to` so a shrinking number of running episodes does not
     trigger recompilation."""
-    actions_fn = eqx.filter_jit(policy_actions)
+    actions_fn = eqx.filter_jit(lambda state, observations: agent_actions(agent, state, observations))
 
     def policy(observations: np.ndarray) -> np.ndarray:
         n = observations.shape[0]
@@ -510,6 +509,7 @@ def make_policy(state: TrainState, *, pad_to: int = 16) -> Callable[[np.ndarray]
 
 def evaluate_run_states(
     env_name: str,
+    agent: Agent,
     states: TrainState,
     run: RunConfig,
     *,
@@ -523,7 +523,7 @@ def evaluate_run_states(
     for index in range(run.num_seeds):
         result = evaluate_ogbench(
             env_name,
-            make_policy(_seed(states, index)),
+            make_policy(agent, _seed(states, index)),
             num_episodes=num_episodes or run.eval_episodes,
             seed=10_000 * (run.seed + index + 1),
             num_workers=run.eval_workers,
@@ -562,7 +562,9 @@ def _summarise(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     return summary
 
 
-def plot_learning_curve(summary: list[dict[str, Any]], path: str | os.PathLike, title: str) -> None:
+def plot_learning_curve(
+    summary: list[dict[str, Any]], path: str | os.PathLike, title: str, label: str = "InFOM"
+) -> None:
     """Success rate against fine-tuning updates (mean and std over seeds), written atomically as PNG."""
     import matplotlib
 
@@ -573,7 +575,7 @@ def plot_learning_curve(summary: list[dict[str, Any]], path: str | os.PathLike, 
     mean = np.array([s["success_mean"] for s in summary])
     std = np.array([s["success_std"] for s in summary])
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
-    ax.plot(steps, mean, marker="o", color="C0", label="InFOM")
+    ax.plot(steps, mean, marker="o", color="C0", label=label)
     ax.fill_between(steps, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color="C0", alpha=0.2)
     ax.set(xlabel="fine-tuning updates", ylabel="success rate", ylim=(-0.02, 1.02), title=title)
     ax.grid(alpha=0.3)
@@ -666,9 +668,10 @@ def _job_phases(env_name: str, run: RunConfig, missing: list[str]) -> list[Phase
 def train(
     env_name: str | None,
     run_dir: str | os.PathLike,
-    infom: InFOMConfig | None = None,
+    config: Any | None = None,
     run: RunConfig | None = None,
     *,
+    agent: Agent | None = None,
     preset: str | None = None,
     resume: bool = False,
     dataset_dir: str | os.PathLike | None = None,
@@ -678,7 +681,8 @@ def train(
     data: RunData | None = None,
     stop_after: int | None = None,
 ) -> RunResult:
-    """Pre-trains, fine-tunes and evaluates InFOM on an OGBench task, writing a run directory.
+    """Pre-trains, fine-tunes and evaluates an agent (InFOM by default) on an OGBench task,
+    writing a run directory.
 
     The run directory is created first, with `config.json` (the resolved configs, the
     dataset directory and the identity of the data the run asks for), before anything slow
@@ -707,8 +711,10 @@ def train(
     - `env_name`: an OGBench task, e.g. `cube-single-play-singletask-task1-v0` (`None` when
       resuming: the run's own).
     - `run_dir`: the run directory (created; must be empty or absent unless resuming).
-    - `infom`, `run`: the configs (ignored when resuming); `preset` records their origin and
-      must be a preset of the task's domain.
+    - `config`, `run`: the agent's config (e.g. [`InFOMConfig`][]) and the schedule (ignored
+      when resuming); `preset` records their origin and must be a preset of the task's domain.
+    - `agent`: the [`Agent`][] (default: the one of [`AGENTS`][] whose config type `config`
+      has, InFOM for an `InFOMConfig`).
     - `dataset_dir`: OGBench's dataset directory (default `~/.ogbench/data`; when resuming,
       the run's own).
     - `generate_missing`: generate missing datasets with OGBench's oracles (else fail with the
@@ -732,16 +738,19 @@ def train(
         if env_name is not None and record["env"] != env_name:
             raise ValueError(f"{run_dir} is a run on {record['env']!r}, not {env_name!r}")
         env_name = record["env"]
-        infom, run = config_from_dict(record)
+        agent = AGENTS[record["agent"]]
+        config, run = config_from_dict(record, agent.config_type)
         if dataset_dir is None and record.get("dataset_dir") is not None:
             dataset_dir = record["dataset_dir"]
     else:
-        if env_name is None or infom is None or run is None:
-            raise ValueError("train needs `env_name`, `infom` and `run` unless resuming")
+        if env_name is None or config is None or run is None:
+            raise ValueError("train needs `env_name`, `config` and `run` unless resuming")
+        if agent is None:
+            agent = _agent_for(config)
         if run_dir.exists() and any(run_dir.iterdir()):
             raise FileExistsError(f"{run_dir} is not empty; pass resume=True (--resume) to continue it")
         _check_preset_domain(env_name, preset)
-    assert env_name is not None and infom is not None and run is not None
+    assert env_name is not None and config is not None and run is not None and agent is not None
 
     # Everything that can be refused is checked before the run directory is made.
     missing: list[str] = []
@@ -759,7 +768,7 @@ def train(
             {
                 "env": env_name,
                 "preset": preset,
-                **config_to_dict(infom, run),
+                **config_to_dict(agent.name, config, run),
                 "dataset_dir": None if data is not None else str(_resolve_dir(dataset_dir).absolute()),
                 "data_request": None
                 if data is not None
@@ -774,7 +783,9 @@ def train(
     try:
         data = _run_data(env_name, run, run_dir, dataset_dir, data, generate_missing, job, log)
         where = "training"
-        return _train_loop(env_name, run_dir, infom, run, data, job, log, stop_after, resume, states_out)
+        return _train_loop(
+            env_name, run_dir, agent, config, run, data, job, log, stop_after, resume, states_out
+        )
     except GenerationInterrupted as error:
         raise RunInterrupted(
             f"interrupted while {where}: {error}; resume with: infom train --resume {run_dir}"
@@ -846,10 +857,18 @@ def _run_data(
     return data
 
 
+def _agent_for(config: Any) -> Agent:
+    for agent in AGENTS.values():
+        if type(config) is agent.config_type:
+            return agent
+    raise ValueError(f"no agent takes a {type(config).__name__}; pass `agent=`")
+
+
 def _train_loop(
     env_name: str,
     run_dir: Path,
-    infom: InFOMConfig,
+    agent: Agent,
+    config: Any,
     run: RunConfig,
     data: RunData,
     job: JobProgress,
@@ -858,9 +877,9 @@ def _train_loop(
     resume: bool,
     states_out: list,
 ) -> RunResult:
-    optim = make_optimizer(infom)
+    optim = make_optimizer(config)
     init = eqx.filter_vmap(
-        lambda key: init_train_state(data.obs_dim, data.action_dim, data.normalizer, infom, optim, key=key)
+        lambda key: init_state(agent, data.obs_dim, data.action_dim, data.normalizer, config, optim, key=key)
     )
     states = init(init_keys(run.seed, run.num_seeds))
     if checkpoint_steps(run_dir):
@@ -886,7 +905,7 @@ def _train_loop(
         if _eval_due(step, run) and step not in done_evals:
             job.set_note(f"evaluating at fine-tuning update {step - run.pretrain_updates}", "evaluation")
             started = time.perf_counter()
-            rows = evaluate_run_states(env_name, states, run)
+            rows = evaluate_run_states(env_name, agent, states, run)
             rows = [{"step": step, "finetune_step": step - run.pretrain_updates, **r} for r in rows]
             with deferred_interrupts():
                 _append_csv(run_dir / EVAL_CSV, list(EVAL_FIELDS), rows)
@@ -894,7 +913,7 @@ def _train_loop(
                 last_success = float(np.mean([r["success_rate"] for r in rows]))
                 summary = _summarise(_read_csv(run_dir / EVAL_CSV))
                 atomic_write_json(run_dir / EVAL_JSON, summary)
-                plot_learning_curve(summary, run_dir / CURVE_PNG, env_name)
+                plot_learning_curve(summary, run_dir / CURVE_PNG, env_name, label=agent.name)
                 save_checkpoint(run_dir, states)
                 blocks_since_checkpoint = 0
             job.advance("evaluation", 1, seconds=time.perf_counter() - started)
@@ -905,13 +924,14 @@ def _train_loop(
         phase = "pretrain" if step < run.pretrain_updates else "finetune"
         block_states = states
         if step == run.pretrain_updates and phase == "finetune":
-            block_states = eqx.filter_vmap(start_finetuning)(states)
+            block_states = eqx.filter_vmap(lambda state: begin_finetuning(agent, state, config))(states)
         dataset = data.pretrain if phase == "pretrain" else data.finetune
         block_index = step // run.block_size
         started = time.perf_counter()
         keys = block_keys(run.seed, run.num_seeds, block_index)
+        loss_fn = agent.pretrain_loss if phase == "pretrain" else agent.finetune_loss
         new_states, metrics = _multi_seed_block(
-            phase, block_states, dataset, keys, jnp.int32(step), run.block_size, infom, optim
+            agent, loss_fn, block_states, dataset, keys, jnp.int32(step), run.block_size, config, optim
         )
         metrics = jax.tree.map(np.asarray, metrics)  # waits for the block
         seconds = time.perf_counter() - started
@@ -935,7 +955,7 @@ def _train_loop(
         timed_phases.add(name)
         means = {k: float(np.mean(v)) for k, v in metrics._asdict().items()}
         parts = [f"{run.block_size / seconds:.0f} upd/s", f"loss {means['loss']:.3g}"]
-        if phase == "finetune":
+        if phase == "finetune" and "critic_loss" in means:
             parts.append(f"critic {means['critic_loss']:.3g}")
         if not math.isnan(last_success):
             parts.append(f"success {last_success:.2f}")
@@ -945,7 +965,7 @@ def _train_loop(
     return RunResult(run_dir, _summarise(_read_csv(run_dir / EVAL_CSV)))
 
 
-def load_run(run_dir: str | os.PathLike) -> tuple[str, InFOMConfig, RunConfig, TrainState]:
+def load_run(run_dir: str | os.PathLike) -> tuple[str, Any, RunConfig, TrainState]:
     """Reads a run directory: `(env_name, infom_config, run_config, seed-stacked states)`, from
     its newest checkpoint (verified against its SHA-256; see [`load_checkpoint`][])."""
     run_dir = Path(run_dir)
@@ -953,13 +973,16 @@ def load_run(run_dir: str | os.PathLike) -> tuple[str, InFOMConfig, RunConfig, T
     if not (run_dir / DATA_FILE).exists():
         raise FileNotFoundError(f"{run_dir}: the run has not trained yet ({DATA_FILE} is missing)")
     sizes = read_json(run_dir / DATA_FILE, "data record")
-    infom, run = config_from_dict(record)
+    agent = AGENTS[record["agent"]]
+    config, run = config_from_dict(record, agent.config_type)
     normalizer = load_normalizer(run_dir / NORMALIZER_FILE)
-    optim = make_optimizer(infom)
+    optim = make_optimizer(config)
     like = eqx.filter_vmap(
-        lambda key: init_train_state(sizes["obs_dim"], sizes["action_dim"], normalizer, infom, optim, key=key)
+        lambda key: init_state(
+            agent, sizes["obs_dim"], sizes["action_dim"], normalizer, config, optim, key=key
+        )
     )(init_keys(0, run.num_seeds))  # the structure only; the values come from the checkpoint
-    return record["env"], infom, run, load_checkpoint(run_dir, like)
+    return record["env"], config, run, load_checkpoint(run_dir, like)
 
 
 def evaluate_run(
@@ -967,7 +990,8 @@ def evaluate_run(
 ) -> list[dict[str, Any]]:
     """Re-evaluates the saved policies of a run directory (all seeds); writes `eval_final.json`."""
     env_name, _, run, states = load_run(run_dir)
-    rows = evaluate_run_states(env_name, states, run, num_episodes=num_episodes, progress=progress)
+    agent = AGENTS[read_run_record(run_dir)["agent"]]
+    rows = evaluate_run_states(env_name, agent, states, run, num_episodes=num_episodes, progress=progress)
     step = int(np.asarray(states.step)[0])
     record = {"env": env_name, "step": step, "finetune_step": step - run.pretrain_updates, "seeds": rows}
     atomic_write_json(Path(run_dir) / "eval_final.json", record)

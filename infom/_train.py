@@ -1,65 +1,52 @@
-"""Training state and the composed pre-training / fine-tuning updates.
+"""The training layer, common to every agent: a [`TrainState`][] over an agent's networks, one
+update, a block of updates in one `lax.scan`, and the actor's update schedule.
 
-`pretrain_step` and `finetune_step` are pure `(state, batch, key) -> (state, metrics)`
-functions built from the core losses; `pretrain_block` / `finetune_block` run `K` of them in
-one `lax.scan` with the in-jit transition sampler, so Python is touched once per block.
+It knows no agent: it calls the pure functions of an [`Agent`][] (`infom/agents/`), so InFOM
+and its baselines share every line of it, and of the run loop built on it (`infom/_run.py`).
 """
 
 import functools
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import optax
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree, Scalar
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
-from ._config import InFOMConfig
 from ._data import Dataset, Normalizer, sample_batch
-from ._losses import (
-    ActorAux,
-    actor_loss,
-    bc_loss,
-    critic_values,
-    ema_update,
-    encode,
-    expectile_distill,
-    frozen,
-    reset_target,
-    reward_loss,
-    sarsa_flow_loss,
-)
-from ._networks import Models, VectorField, init_models
-from ._sampling import mc_q, sample_future, standard_gpi
 from ._types import Batch
 
 
 class TrainState(eqx.Module):
-    """Everything an InFOM run updates, as one pytree.
+    """Everything a run updates, as one pytree.
 
     **Fields:**
 
-    - `models`: the trainable [`Models`][] (encoder, field, reward, critic, actor).
-    - `target_field`: the EMA target vector field `v_bar`.
+    - `models`: the agent's online networks (for InFOM, the [`Models`][]: encoder, field,
+      reward, critic, actor); gradients are taken with respect to these only.
+    - `target`: the agent's target networks, updated by its `update_target` (for InFOM, the
+      EMA target vector field `v_bar`), or `None`.
     - `opt_state`: the optimiser state of `models` (one Adam over all networks, as in the
       reference implementation, carried from pre-training into fine-tuning).
     - `normalizer`: the observation [`Normalizer`][] fitted on the pre-training data; its
-      `lower`/`upper` bound generated futures, and policies normalise raw observations with it.
+      `lower`/`upper` bound InFOM's generated futures, and policies normalise raw
+      observations with it.
     - `step`: number of updates applied so far (pre-training and fine-tuning together).
     """
 
-    models: Models
-    target_field: VectorField
+    models: PyTree
+    target: PyTree
     opt_state: PyTree
     normalizer: Normalizer
     step: Int[Array, ""]
 
 
 @functools.lru_cache(maxsize=32)
-def make_optimizer(config: InFOMConfig) -> optax.GradientTransformation:
-    """Adam with the config's learning rate (the paper's optimiser).
+def make_optimizer(config: Any) -> optax.GradientTransformation:
+    """Adam with the config's `learning_rate` (the optimiser of the paper and of its baselines).
 
     Cached per config, so that compiled blocks (which take the optimiser as a static
     argument) are reused across runs with equal configs.
@@ -67,339 +54,107 @@ def make_optimizer(config: InFOMConfig) -> optax.GradientTransformation:
     return optax.adam(config.learning_rate)
 
 
-def init_train_state(
+def init_state(
+    agent: Any,
     obs_dim: int,
     action_dim: int,
     normalizer: Normalizer,
-    config: InFOMConfig,
+    config: Any,
     optim: optax.GradientTransformation,
     *,
     key: PRNGKeyArray,
 ) -> TrainState:
-    """Creates a fresh [`TrainState`][]: new networks, target field = online field.
+    """A fresh [`TrainState`][] of `agent`: `agent.init` networks and a fresh optimiser state.
 
     Vmap it over keys (`eqx.filter_vmap`) to create the states of several seeds at once.
     """
-    models = init_models(obs_dim, action_dim, config.network, key=key)
+    models, target = agent.init(obs_dim, action_dim, config, key=key)
     return TrainState(
         models=models,
-        target_field=reset_target(models.field),
+        target=target,
         opt_state=optim.init(eqx.filter(models, eqx.is_array)),
         normalizer=normalizer,
         step=jnp.zeros((), dtype=jnp.int32),
     )
 
 
-def start_finetuning(state: TrainState) -> TrainState:
-    """Resets the target field to the online field, as the reference does when fine-tuning starts."""
-    return eqx.tree_at(lambda s: s.target_field, state, reset_target(state.models.field))
+def begin_finetuning(agent: Any, state: TrainState, config: Any) -> TrainState:
+    """`agent.start_finetuning` applied to the state's networks, once between the two phases."""
+    models, target = agent.start_finetuning(state.models, state.target, config)
+    return TrainState(models, target, state.opt_state, state.normalizer, state.step)
 
 
-class PretrainMetrics(NamedTuple):
-    """Per-update pre-training metrics (batch means)."""
-
-    loss: Scalar
-    flow_loss: Scalar
-    current_loss: Scalar
-    future_loss: Scalar
-    kl: Scalar
-    bc_loss: Scalar
-
-
-class FinetuneMetrics(NamedTuple):
-    """Per-update fine-tuning metrics (batch means); actor terms are 0 when it did not update."""
-
-    loss: Scalar
-    reward_loss: Scalar
-    flow_loss: Scalar
-    current_loss: Scalar
-    future_loss: Scalar
-    kl: Scalar
-    critic_loss: Scalar
-    q_mean: Scalar
-    q_target_mean: Scalar
-    actor_loss: Scalar
-    q_loss: Scalar
-    bc_loss: Scalar
-    action_mse: Scalar
-    actor_updated: Bool[Array, ""]
-
-
-def _clip(state: TrainState, config: InFOMConfig) -> tuple[Array, Array] | None:
-    if not config.clip_futures:
-        return None
-    return state.normalizer.lower, state.normalizer.upper
-
-
-def _flow_terms(models: Models, target_field: VectorField, batch: Batch, key, config, clip):
-    return sarsa_flow_loss(
-        models.field,
-        models.encoder,
-        target_field,
-        batch,
-        key=key,
-        gamma=config.gamma,
-        kl_weight=config.kl_weight,
-        num_flow_steps=config.num_flow_steps,
-        clip=clip,
-        target_form=config.target_form,
-        future_intention_gradient=config.future_intention_gradient,
-    )
-
-
-def pretrain_loss(
-    models: Models,
-    target_field: VectorField,
-    batch: Batch,
-    *,
-    key: PRNGKeyArray,
-    config: InFOMConfig,
-    clip: tuple[Float[Array, " obs_dim"], Float[Array, " obs_dim"]] | None = None,
-) -> tuple[Scalar, PretrainMetrics]:
-    """The pre-training objective: [`sarsa_flow_loss`][] (negative ELBO) plus, if
-    `config.pretrain_bc`, behaviour cloning of the actor, `-mean log pi(a | s)`."""
-    flow, flow_aux = _flow_terms(models, target_field, batch, key, config, clip)
-    if config.pretrain_bc:
-        bc, _ = bc_loss(models.actor, batch.observations, batch.actions)
-    else:
-        bc = jnp.zeros((), dtype=flow.dtype)
-    metrics = PretrainMetrics(
-        flow + bc, flow_aux.flow_loss, flow_aux.current_loss, flow_aux.future_loss, flow_aux.kl, bc
-    )
-    return flow + bc, metrics
-
-
-def _critic_intentions(models: Models, batch: Batch, key: PRNGKeyArray, config: InFOMConfig) -> Array:
-    """Intentions for the critic's futures: `[batch, d]` (shared) or `[N, batch, d]` (per future)."""
-    size, latent = batch.observations.shape[0], config.network.latent_dim
-    shape = (size, latent) if config.intention_sharing == "shared" else (config.num_futures, size, latent)
-    if config.critic_intentions == "prior":
-        return jr.normal(key, shape, dtype=batch.observations.dtype)
-    encode_key, eps_key = jr.split(key)
-    posterior = encode(frozen(models.encoder), batch.next_observations, batch.next_actions, key=encode_key)
-    if config.intention_sharing == "shared":
-        return posterior.sample
-    # One posterior sample per future: fresh noise, not the key `encode` used.
-    eps = jr.normal(eps_key, shape, dtype=posterior.mean.dtype)
-    return posterior.mean[None] + jnp.exp(posterior.log_std)[None] * eps
-
-
-_CRITIC_SOLVERS = {"euler": diffrax.Euler, "midpoint": diffrax.Midpoint, "heun": diffrax.Heun}
-
-
-def _critic_sampling(config: InFOMConfig, *, futures_axis: int) -> dict:
-    """`sample_future` options of the Monte-Carlo Q's futures (see `InFOMConfig.critic_solver`)."""
-    return dict(
-        num_steps=config.critic_flow_steps or config.num_flow_steps,
-        solver=_CRITIC_SOLVERS[config.critic_solver](),
-        antithetic_axis=futures_axis if config.antithetic_futures else None,
-        latin_hypercube_axis=futures_axis if config.latin_hypercube_futures else None,
-    )
-
-
-def mc_q_targets(
-    models: Models,
-    batch: Batch,
-    *,
-    key: PRNGKeyArray,
-    config: InFOMConfig,
-    clip: tuple[Float[Array, " obs_dim"], Float[Array, " obs_dim"]] | None = None,
-) -> Float[Array, " batch"]:
-    """The critic's targets `Q_hat(s, a, z) = 1/(1 - gamma) mean_i r_phi(s_f^i)`, with
-    `s_f^i ~ q(. | s, a, z)` drawn by the online field (no gradient) and `z` per
-    `config.critic_intentions` / `config.intention_sharing`."""
-    z_key, future_key = jr.split(key)
-    z = _critic_intentions(models, batch, z_key, config)
-    size = batch.observations.shape[0]
-    futures = sample_future(
-        frozen(models.field),
-        batch.observations,
-        batch.actions,
-        z,
-        key=future_key,
-        shape=(config.num_futures, size),
-        clip=clip,
-        **_critic_sampling(config, futures_axis=0),
-    )
-    return jax.lax.stop_gradient(mc_q(frozen(models.reward), futures, gamma=config.gamma))
-
-
-def _q_function(models: Models, key: PRNGKeyArray, config: InFOMConfig, clip):
-    """The batched `Q(s, a)` the actor maximises; no gradient reaches any network but the actor."""
-    if config.policy_extraction == "standard_gpi":
-        field, reward = frozen(models.field), frozen(models.reward)
-
-        def gpi_q(observations, actions):
-            z_key, future_key = jr.split(key)
-            size, latent = observations.shape[0], config.network.latent_dim
-            z = jr.normal(z_key, (config.num_gpi_intentions, 1, size, latent), dtype=observations.dtype)
-            futures = sample_future(
-                field,
-                observations,
-                actions,
-                z,
-                key=future_key,
-                shape=(config.num_gpi_intentions, config.num_futures, size),
-                clip=clip,
-                **_critic_sampling(config, futures_axis=1),
-            )
-            return standard_gpi(mc_q(reward, futures, gamma=config.gamma))
-
-        return gpi_q
-    critic = frozen(models.critic)
-    aggregate = jnp.min if config.q_aggregation == "min" else jnp.mean
-    return lambda observations, actions: aggregate(critic_values(critic, observations, actions), axis=-1)
-
-
-def finetune_loss(
-    models: Models,
-    target_field: VectorField,
-    batch: Batch,
-    *,
-    key: PRNGKeyArray,
-    config: InFOMConfig,
-    update_actor: Bool[Array, ""] | bool = True,
-    clip: tuple[Float[Array, " obs_dim"], Float[Array, " obs_dim"]] | None = None,
-) -> tuple[Scalar, FinetuneMetrics]:
-    """The fine-tuning objective, a sum of four losses on a reward-labelled batch:
-
-    1. reward regression `(r_phi(s) - r)^2`;
-    2. the occupancy loss [`sarsa_flow_loss`][] (negative ELBO) on the same batch;
-    3. the implicit-GPI critic [`expectile_distill`][] of `Q_hat` ([`mc_q_targets`][]);
-    4. if `update_actor`, the DDPG + BC [`actor_loss`][] against `min_heads Q_psi`
-       (or, for `policy_extraction="standard_gpi"`, against `max_k Q_hat(s, a, z_k)`
-       differentiated through the ODE).
-
-    Each network gets gradients from its own terms only: the futures, the reward model inside
-    `Q_hat`, and the critic inside the actor loss are all stop-gradient.
-    """
-    flow_key, critic_key, actor_key = jr.split(key, 3)
-    s, a = batch.observations, batch.actions
-    reward, reward_aux = reward_loss(models.reward, s, batch.rewards)
-    flow, flow_aux = _flow_terms(models, target_field, batch, flow_key, config, clip)
-
-    if config.policy_extraction == "standard_gpi":
-        critic = jnp.zeros((), dtype=flow.dtype)
-        q_mean = q_target_mean = critic
-    else:
-        q_hat = mc_q_targets(models, batch, key=critic_key, config=config, clip=clip)
-        expectile = 0.5 if config.policy_extraction == "one_step" else config.expectile
-        critic, critic_aux = expectile_distill(models.critic, s, a, q_hat, expectile=expectile)
-        q_mean, q_target_mean = critic_aux.prediction_mean, critic_aux.target_mean
-
-    def with_actor(models):
-        return actor_loss(
-            models.actor,
-            _q_function(models, actor_key, config, clip),
-            s,
-            a,
-            alpha=config.alpha,
-            normalize_q=config.normalize_q_loss,
-        )
-
-    def without_actor(models):
-        zero = jnp.zeros((), dtype=flow.dtype)
-        return zero, ActorAux(zero, zero, zero, zero)
-
-    update_actor = jnp.asarray(update_actor)
-    actor, actor_aux = jax.lax.cond(update_actor, with_actor, without_actor, models)
-    total = reward + flow + critic + actor
-    metrics = FinetuneMetrics(
-        loss=total,
-        reward_loss=reward,
-        flow_loss=flow_aux.flow_loss,
-        current_loss=flow_aux.current_loss,
-        future_loss=flow_aux.future_loss,
-        kl=flow_aux.kl,
-        critic_loss=critic,
-        q_mean=q_mean,
-        q_target_mean=q_target_mean,
-        actor_loss=actor,
-        q_loss=actor_aux.q_loss,
-        bc_loss=actor_aux.bc_loss,
-        action_mse=actor_aux.action_mse,
-        actor_updated=update_actor,
-    )
-    _ = reward_aux
-    return total, metrics
-
-
-def _apply_gradients(state: TrainState, grads: Models, optim, config: InFOMConfig) -> TrainState:
-    params = eqx.filter(state.models, eqx.is_array)
-    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes int and float
-        updates, opt_state = optim.update(grads, state.opt_state, params)
-    models = eqx.apply_updates(state.models, updates)
-    return TrainState(
-        models=models,
-        target_field=ema_update(state.target_field, models.field, config.tau),
-        opt_state=opt_state,
-        normalizer=state.normalizer,
-        step=state.step + 1,
-    )
-
-
-def pretrain_step(
-    state: TrainState,
-    batch: Batch,
-    *,
-    key: PRNGKeyArray,
-    config: InFOMConfig,
-    optim: optax.GradientTransformation,
-) -> tuple[TrainState, PretrainMetrics]:
-    """One pre-training update: gradients of [`pretrain_loss`][] for all networks, an Adam
-    step, and the EMA target update `v_bar <- tau v + (1 - tau) v_bar`."""
-    grads, metrics = eqx.filter_grad(
-        lambda m: pretrain_loss(
-            m, state.target_field, batch, key=key, config=config, clip=_clip(state, config)
-        ),
-        has_aux=True,
-    )(state.models)
-    return _apply_gradients(state, grads, optim, config), metrics
-
-
-def finetune_step(
-    state: TrainState,
-    batch: Batch,
-    *,
-    key: PRNGKeyArray,
-    config: InFOMConfig,
-    optim: optax.GradientTransformation,
-    update_actor: Bool[Array, ""] | bool | None = None,
-) -> tuple[TrainState, FinetuneMetrics]:
-    """One fine-tuning update: gradients of [`finetune_loss`][] (the actor term only when
-    `update_actor`; by default when `(state.step + 1) % config.actor_freq == 0`, as in the
-    reference), an Adam step, and the EMA target update. Call [`start_finetuning`][] once
-    before the first one.
-
-    Under a vmap over seeds `state.step` is batched, which turns the actor's `lax.cond` into
-    a select that runs the actor loss on every update; the blocks therefore pass
-    `update_actor` computed from an unbatched update counter ([`actor_schedule`][]).
-    """
-    if update_actor is None:
-        update_actor = actor_schedule(state.step, config)
-    grads, metrics = eqx.filter_grad(
-        lambda m: finetune_loss(
-            m,
-            state.target_field,
-            batch,
-            key=key,
-            config=config,
-            update_actor=update_actor,
-            clip=_clip(state, config),
-        ),
-        has_aux=True,
-    )(state.models)
-    return _apply_gradients(state, grads, optim, config), metrics
-
-
-def actor_schedule(step: Int[Array, ""], config: InFOMConfig) -> Bool[Array, ""]:
+def actor_schedule(step: Int[Array, ""], config: Any) -> Bool[Array, ""]:
     """Whether the update that follows `step` updates the actor: `(step + 1) % actor_freq == 0`."""
     return (step + 1) % config.actor_freq == 0
 
 
-def _block(step_fn, state, dataset, key, num_updates, config, optim, first_step=None):
-    """`num_updates` steps in one `lax.scan`. `first_step` (default `state.step`) counts the
-    updates; pass it unbatched when vmapping over seeds so that schedules stay branches."""
+def train_step(
+    agent: Any,
+    loss_fn: Callable[..., tuple[Any, tuple]],
+    state: TrainState,
+    batch: Batch,
+    *,
+    key: PRNGKeyArray,
+    config: Any,
+    optim: optax.GradientTransformation,
+    update_actor: Bool[Array, ""] | bool | None = None,
+) -> tuple[TrainState, tuple]:
+    """One update: gradients of `loss_fn` (the agent's `pretrain_loss` or `finetune_loss`)
+    with respect to `state.models` only, an optimiser step, then `agent.update_target`.
+
+    `update_actor` defaults to [`actor_schedule`][]`(state.step)`. Under a vmap over seeds
+    `state.step` is batched, which turns the actor's `lax.cond` into a select that runs the
+    actor terms on every update; the blocks therefore pass it from an unbatched counter.
+    """
+    if update_actor is None:
+        update_actor = actor_schedule(state.step, config)
+    grads, metrics = eqx.filter_grad(
+        lambda models: loss_fn(
+            models,
+            state.target,
+            batch,
+            key=key,
+            config=config,
+            normalizer=state.normalizer,
+            update_actor=update_actor,
+        ),
+        has_aux=True,
+    )(state.models)
+    params = eqx.filter(state.models, eqx.is_array)
+    with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes int and float
+        updates, opt_state = optim.update(grads, state.opt_state, params)
+    models = eqx.apply_updates(state.models, updates)
+    new_state = TrainState(
+        models=models,
+        target=agent.update_target(state.target, models, config),
+        opt_state=opt_state,
+        normalizer=state.normalizer,
+        step=state.step + 1,
+    )
+    return new_state, metrics
+
+
+def train_block(
+    agent: Any,
+    loss_fn: Callable[..., tuple[Any, tuple]],
+    state: TrainState,
+    dataset: Dataset,
+    *,
+    key: PRNGKeyArray,
+    num_updates: int,
+    config: Any,
+    optim: optax.GradientTransformation,
+    first_step: Int[Array, ""] | None = None,
+) -> tuple[TrainState, tuple]:
+    """`num_updates` [`train_step`][]s on batches sampled in-jit from `dataset`, as one
+    `lax.scan`; returns the final state and every update's metrics (stacked).
+
+    Keys: `split(key, num_updates)[u]` is update `u`'s, split into `(batch, loss)`.
+    `first_step` (default `state.step`) counts the updates done before the block: when
+    vmapping over seeds, pass it unbatched (it is the same for every seed), so that the
+    actor's schedule stays a branch instead of a select that runs both sides.
+    """
     if first_step is None:
         first_step = state.step
     steps = first_step + jnp.arange(num_updates, dtype=jnp.int32)
@@ -408,56 +163,25 @@ def _block(step_fn, state, dataset, key, num_updates, config, optim, first_step=
         key, step = inputs
         batch_key, step_key = jr.split(key)
         batch = sample_batch(dataset, batch_key, config.batch_size)
-        extra = {"update_actor": actor_schedule(step, config)} if step_fn is finetune_step else {}
-        return step_fn(state, batch, key=step_key, config=config, optim=optim, **extra)
+        return train_step(
+            agent,
+            loss_fn,
+            state,
+            batch,
+            key=step_key,
+            config=config,
+            optim=optim,
+            update_actor=actor_schedule(step, config),
+        )
 
     return jax.lax.scan(body, state, (jr.split(key, num_updates), steps))
 
 
-@eqx.filter_jit
-def pretrain_block(
-    state: TrainState,
-    dataset: Dataset,
-    *,
-    key: PRNGKeyArray,
-    num_updates: int,
-    config: InFOMConfig,
-    optim: optax.GradientTransformation,
-    first_step: Int[Array, ""] | None = None,
-) -> tuple[TrainState, PretrainMetrics]:
-    """`num_updates` [`pretrain_step`][]s on batches sampled in-jit from `dataset`, as one
-    compiled `lax.scan`. Returns the final state and the metrics of every update (stacked).
-
-    Vmap over seeds with `eqx.filter_vmap` over states and keys. `first_step` (default
-    `state.step`) is the number of updates done before the block; when vmapping over seeds,
-    pass it unbatched (it is the same for every seed), so that update schedules such as the
-    actor's every `actor_freq` updates stay branches instead of selects that run both sides.
-    """
-    return _block(pretrain_step, state, dataset, key, num_updates, config, optim, first_step)
-
-
-@eqx.filter_jit
-def finetune_block(
-    state: TrainState,
-    dataset: Dataset,
-    *,
-    key: PRNGKeyArray,
-    num_updates: int,
-    config: InFOMConfig,
-    optim: optax.GradientTransformation,
-    first_step: Int[Array, ""] | None = None,
-) -> tuple[TrainState, FinetuneMetrics]:
-    """`num_updates` [`finetune_step`][]s as one compiled `lax.scan` (see [`pretrain_block`][]);
-    the actor updates after update `first_step + k` when [`actor_schedule`][] says so."""
-    return _block(finetune_step, state, dataset, key, num_updates, config, optim, first_step)
-
-
-def policy_actions(
-    state: TrainState, observations: Float[Array, "*batch obs_dim"]
+def agent_actions(
+    agent: Any, state: TrainState, observations: Float[Array, "*batch obs_dim"]
 ) -> Float[Array, "*batch action_dim"]:
-    """Deterministic evaluation actions `clip(mu(normalize(s)), -1, 1)` for raw observations."""
+    """Deterministic evaluation actions `agent.act(normalize(s))` for raw observations."""
     normalized = state.normalizer.normalize(observations)
     lead = observations.shape[:-1]
-    flat = normalized.reshape(-1, observations.shape[-1])
-    actions = jax.vmap(state.models.actor)(flat)
-    return jnp.clip(actions, -1.0, 1.0).reshape(lead + actions.shape[-1:])
+    actions = agent.act(state.models, normalized.reshape(-1, observations.shape[-1]))
+    return actions.reshape(lead + actions.shape[-1:])

@@ -48,7 +48,7 @@ def test_a_seeds_keys_do_not_depend_on_the_seeds_beside_it():
 
 def test_posterior_intentions_per_future_draw_fresh_noise():
     """With posterior intentions per future, the per-future noise is not the encoder's own draw."""
-    from infom._train import _critic_intentions
+    from infom.agents.infom import _critic_intentions
 
     config = infom.InFOMConfig(
         network=infom.NetworkConfig(hidden_dims=(8,), latent_dim=3),

@@ -82,7 +82,8 @@ def test_run_directory_holds_config_metrics_evaluations_curve_and_checkpoint(fin
     ):
         assert (run_dir / name).exists(), name
     record = json.loads((run_dir / "config.json").read_text())
-    assert record["env"] == TASK and record["infom"]["alpha"] == 30.0 and record["run"]["num_seeds"] == 2
+    assert record["env"] == TASK and record["agent"] == "infom" and record["config"]["alpha"] == 30.0
+    assert record["run"]["num_seeds"] == 2
     assert [row["finetune_step"] for row in result.evaluations] == [0, 20]
     assert all(row["num_seeds"] == 2 for row in result.evaluations)
     lines = (run_dir / "pretrain_metrics.csv").read_text().splitlines()

@@ -68,16 +68,16 @@ def test_pretraining_moves_encoder_field_actor_but_not_reward_or_critic(state, d
 
 def test_target_field_is_the_ema_of_the_online_field(state, dataset, optim, getkey):
     new, _ = _pretrain_step(state, _batch(dataset, getkey()), key=getkey(), config=CONFIG, optim=optim)
-    expected = infom.ema_update(state.target_field, new.models.field, CONFIG.tau)
-    assert tree_allclose(new.target_field, expected, rtol=1e-6, atol=1e-8)
-    assert _changed(new.target_field, state.target_field)
+    expected = infom.ema_update(state.target, new.models.field, CONFIG.tau)
+    assert tree_allclose(new.target, expected, rtol=1e-6, atol=1e-8)
+    assert _changed(new.target, state.target)
 
 
 def test_start_finetuning_resets_the_target_to_the_online_field(state, dataset, optim, getkey):
     new, _ = _pretrain_step(state, _batch(dataset, getkey()), key=getkey(), config=CONFIG, optim=optim)
-    assert _changed(new.target_field, new.models.field)
+    assert _changed(new.target, new.models.field)
     reset = infom.start_finetuning(new)
-    assert tree_allclose(reset.target_field, reset.models.field, rtol=0, atol=0)
+    assert tree_allclose(reset.target, reset.models.field, rtol=0, atol=0)
     assert tree_allclose(reset.models, new.models, rtol=0, atol=0)
 
 
@@ -90,7 +90,7 @@ def _jit_finetune_grads(state, batch, key, update_actor, config):
     return eqx.filter_grad(
         lambda m: infom.finetune_loss(
             m,
-            state.target_field,
+            state.target,
             batch,
             key=key,
             config=config,
@@ -127,7 +127,7 @@ def test_critic_targets_carry_no_gradient_into_field_or_reward(state, dataset, g
         lambda f: infom.sarsa_flow_loss(
             f,
             state.models.encoder,
-            state.target_field,
+            state.target,
             batch,
             key=flow_key,
             gamma=CONFIG.gamma,
@@ -327,7 +327,7 @@ def test_config_future_intention_gradient_reaches_the_encoder_only_through_the_f
     """`InFOMConfig.future_intention_gradient` is passed to `sarsa_flow_loss`: it changes the encoder's
     gradient and leaves the other networks' gradients unchanged."""
     batch, key = _batch(dataset, getkey()), getkey()
-    target = state.target_field
+    target = state.target
 
     def grads(flag):
         config = dataclasses.replace(CONFIG, kl_weight=0.0, future_intention_gradient=flag)
