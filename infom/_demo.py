@@ -50,17 +50,18 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from . import _keys
 from ._config import InFOMConfig, NetworkConfig
-from ._data import Dataset, batch_at, fit_normalizer, normalize_dataset, sample_batch
+from ._data import Dataset, batch_at, fit_normalizer, normalize_dataset
 from ._gymnax import collect_gymnax_dataset, evaluate_gymnax, pendulum_behaviours
 from ._keys import DATA, DIAGNOSTICS, EVALUATION, run_key
-from ._losses import bc_loss, critic_values
+from ._losses import critic_values
 from ._networks import Actor
-from ._train import TrainState, make_optimizer
+from ._train import TrainState, agent_actions, begin_finetuning, init_state, make_optimizer, train_block
+from .agents import AGENTS
+from .agents._base import Agent
 from .agents.infom import (
     finetune_block,
     init_train_state,
@@ -89,6 +90,9 @@ class PendulumDemoConfig:
       reward-free pre-training data and the reward-labelled fine-tuning data.
     - `action_noise`: standard deviation of the Gaussian noise on the behaviours' actions.
     - `eval_episodes`: evaluation episodes per policy (deterministic actions).
+    - `baselines`: the agents of `infom.AGENTS` compared with InFOM, each on the same data and
+      budget, with the demo's network widths, learning rate, batch size and discount and its
+      own defaults otherwise ([`demo_baseline_config`][]).
     """
 
     infom: InFOMConfig
@@ -99,6 +103,7 @@ class PendulumDemoConfig:
     finetune_episodes: int = 8
     action_noise: float = 0.1
     eval_episodes: int = 50
+    baselines: tuple[str, ...] = ("bc", "iql", "rebrac")
 
     def __post_init__(self):
         for name in (
@@ -115,6 +120,14 @@ class PendulumDemoConfig:
         if not self.action_noise >= 0:
             raise ValueError(
                 f"PendulumDemoConfig.action_noise must be non-negative, got {self.action_noise!r}"
+            )
+        from .agents import AGENTS
+
+        unknown = [name for name in self.baselines if name not in AGENTS or name == "infom"]
+        if unknown:
+            raise ValueError(
+                f"PendulumDemoConfig.baselines: unknown {unknown}; choose from "
+                f"{sorted(set(AGENTS) - {'infom'})}"
             )
 
 
@@ -159,8 +172,9 @@ class DemoResult(NamedTuple):
     - `infom_returns`: `[num_seeds]` mean undiscounted return of the fine-tuned InFOM policy.
     - `bc_returns`: `[num_seeds]` the pre-trained behaviour-cloning actor (InFOM's actor
       before fine-tuning: BC on the pre-training data for `pretrain_updates` updates).
-    - `bc_finetuned_returns`: `[num_seeds]` that actor after `finetune_updates` more BC updates
-      on the fine-tuning data (BC with the same data and budget as InFOM).
+    - `baseline_returns`: `{agent name: [num_seeds]}` for each of `config.baselines`, trained
+      on the same data with the same budget through the common training layer (`"bc"`:
+      behaviour cloning on both datasets, the same data and budget as InFOM).
     - `behaviour_returns`: mean return of each behaviour (deterministic, no action noise).
     - `diagnostics`: per-seed `[num_seeds]` checks of the fine-tuned models (see
       [`DemoDiagnostics`][]).
@@ -174,7 +188,7 @@ class DemoResult(NamedTuple):
     seed: int
     infom_returns: np.ndarray
     bc_returns: np.ndarray
-    bc_finetuned_returns: np.ndarray
+    baseline_returns: dict[str, np.ndarray]
     behaviour_returns: dict[str, float]
     diagnostics: "DemoDiagnostics"
     seconds: dict[str, float]
@@ -201,6 +215,19 @@ class DemoDiagnostics(NamedTuple):
     q_bias: np.ndarray
     gpi_gain: np.ndarray
     action_change: np.ndarray
+
+
+def demo_baseline_config(agent: Agent, config: PendulumDemoConfig):
+    """A baseline's config in the demo: its defaults, with the demo's network widths, learning
+    rate, batch size and discount (where the agent has such fields)."""
+    shared = {
+        "hidden_dims": config.infom.network.hidden_dims,
+        "learning_rate": config.infom.learning_rate,
+        "batch_size": config.infom.batch_size,
+        "gamma": config.infom.gamma,
+    }
+    fields = {f.name for f in dataclasses.fields(agent.config_type)}
+    return agent.config_type(**{k: v for k, v in shared.items() if k in fields})
 
 
 # --------------------------------------------------------------------------- data
@@ -294,24 +321,49 @@ def _finetune_seeds(states, dataset, keys, first_step: int, num_updates: int, co
 
 
 @eqx.filter_jit
-def _bc_seeds(actors, dataset, keys, num_updates: int, batch_size: int, learning_rate: float):
-    """`num_updates` behaviour-cloning updates (Adam, fresh state) of every seed's actor."""
-    optim = optax.adam(learning_rate)
+def _agent_seeds(
+    agent: Agent,
+    config,
+    pretrain: Dataset,
+    finetune: Dataset,
+    normalizer,
+    keys: tuple[Array, Array, Array],
+    pretrain_updates: int,
+    finetune_updates: int,
+) -> TrainState:
+    """Any agent on the demo's data with the demo's budget, every seed vmapped: `agent.init`,
+    `pretrain_updates` updates of its pre-training loss on the reward-free data, then
+    `finetune_updates` of its fine-tuning loss on the reward-labelled data (the common
+    training layer, as `infom train --agent` runs it)."""
+    optim = make_optimizer(config)
+    common = dict(config=config, optim=optim)
 
-    def train(actor, key):
-        def step(carry, key):
-            actor, opt_state = carry
-            batch = sample_batch(dataset, key, batch_size)
-            grads = eqx.filter_grad(lambda a: bc_loss(a, batch.observations, batch.actions)[0])(actor)
-            with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes int and float
-                updates, opt_state = optim.update(grads, opt_state, eqx.filter(actor, eqx.is_array))
-            return (eqx.apply_updates(actor, updates), opt_state), None
+    def one(init_key, pretrain_key, finetune_key):
+        state = init_state(agent, 3, 1, normalizer, config, optim, key=init_key)
+        state, _ = train_block(
+            agent,
+            agent.pretrain_loss,
+            state,
+            pretrain,
+            key=pretrain_key,
+            num_updates=pretrain_updates,
+            first_step=jnp.int32(0),
+            **common,
+        )
+        state = begin_finetuning(agent, state, config)
+        state, _ = train_block(
+            agent,
+            agent.finetune_loss,
+            state,
+            finetune,
+            key=finetune_key,
+            num_updates=finetune_updates,
+            first_step=jnp.int32(pretrain_updates),
+            **common,
+        )
+        return state
 
-        init = (actor, optim.init(eqx.filter(actor, eqx.is_array)))
-        (actor, _), _ = jax.lax.scan(step, init, jr.split(key, num_updates))
-        return actor
-
-    return eqx.filter_vmap(train)(actors, keys)
+    return eqx.filter_vmap(one)(*keys)
 
 
 def _with_actor(states: TrainState, actors: Actor) -> TrainState:
@@ -340,6 +392,19 @@ def _evaluate_states(states: TrainState, key: PRNGKeyArray, num_episodes: int) -
         returns, _ = evaluate_gymnax(
             PENDULUM, eqx.Partial(policy_actions, state), key=key, num_episodes=num_episodes
         )
+        return jnp.mean(returns)
+
+    return eqx.filter_vmap(one)(states)
+
+
+@eqx.filter_jit
+def _evaluate_agent(agent: Agent, states: TrainState, key: PRNGKeyArray, num_episodes: int) -> Array:
+    """Mean return of `agent.act` for each seed's state, `[num_seeds]` (the same episodes as
+    every other policy: common random numbers)."""
+
+    def one(state):
+        policy = eqx.Partial(agent_actions, agent, state)
+        returns, _ = evaluate_gymnax(PENDULUM, policy, key=key, num_episodes=num_episodes)
         return jnp.mean(returns)
 
     return eqx.filter_vmap(one)(states)
@@ -481,9 +546,7 @@ def run_pendulum_demo(
     # The key tree of `infom/_keys.py`: each phase is one block of the seeds' BLOCKS streams.
     data_key, eval_key, diag_key = (run_key(seed, s) for s in (DATA, EVALUATION, DIAGNOSTICS))
     init_keys = _keys.init_keys(seed, config.num_seeds)
-    pretrain_keys, finetune_keys, bc_keys = (
-        _keys.block_keys(seed, config.num_seeds, block) for block in range(3)
-    )
+    pretrain_keys, finetune_keys = (_keys.block_keys(seed, config.num_seeds, block) for block in range(2))
 
     pretrain_raw, finetune_raw = collect_pendulum_data(config, key=data_key)
     normalizer = fit_normalizer(pretrain_raw.observations)
@@ -511,26 +574,37 @@ def run_pendulum_demo(
     )
     lap("finetune")
 
-    bc_actors = _block(
-        _bc_seeds(
-            pretrained_actors,
-            finetune,
-            bc_keys,
-            config.finetune_updates,
-            infom_config.batch_size,
-            infom_config.learning_rate,
+    # Baselines on the same data, budget and evaluation episodes. Keys: baseline `a` (1, 2, ...)
+    # takes blocks 10a (init), 10a + 1 (pre-training) and 10a + 2 (fine-tuning) of the seeds'
+    # BLOCKS streams (InFOM uses blocks 0 and 1).
+    baseline_returns = {}
+    for index, name in enumerate(config.baselines, start=1):
+        agent = AGENTS[name]
+        keys = tuple(_keys.block_keys(seed, config.num_seeds, 10 * index + k) for k in range(3))
+        baseline_states = _block(
+            _agent_seeds(
+                agent,
+                demo_baseline_config(agent, config),
+                pretrain,
+                finetune,
+                normalizer,
+                keys,
+                config.pretrain_updates,
+                config.finetune_updates,
+            )
         )
-    )
-    lap("bc")
+        baseline_returns[name] = np.asarray(
+            _evaluate_agent(agent, baseline_states, eval_key, config.eval_episodes)
+        )
+        lap(name)
 
     policies = jax.tree.map(
         lambda *xs: jnp.concatenate(xs) if eqx.is_array(xs[0]) else xs[0],
         finetuned,
         _with_actor(finetuned, pretrained_actors),
-        _with_actor(finetuned, bc_actors),
     )
     returns = np.asarray(_evaluate_states(policies, eval_key, config.eval_episodes))
-    returns = returns.reshape(3, config.num_seeds)
+    returns = returns.reshape(2, config.num_seeds)
     behaviours = pendulum_behaviours()
     behaviour_returns = np.asarray(
         _evaluate_behaviours(tuple(behaviours.values()), eval_key, config.eval_episodes)
@@ -544,7 +618,7 @@ def run_pendulum_demo(
         seed=seed,
         infom_returns=returns[0],
         bc_returns=returns[1],
-        bc_finetuned_returns=returns[2],
+        baseline_returns=baseline_returns,
         behaviour_returns={name: float(r) for name, r in zip(behaviours, behaviour_returns, strict=True)},
         diagnostics=diagnostics,
         seconds=seconds,
@@ -562,10 +636,11 @@ def format_demo_result(result: DemoResult) -> str:
         "median",
     ]
     rows = []
+    labels = {"bc": "BC (+ fine-tuning data)", "iql": "IQL", "rebrac": "ReBRAC"}
     for name, values in (
         ("InFOM (fine-tuned)", result.infom_returns),
         ("BC (pre-trained actor)", result.bc_returns),
-        ("BC (+ fine-tuning data)", result.bc_finetuned_returns),
+        *((labels.get(agent, agent), values) for agent, values in result.baseline_returns.items()),
     ):
         rows.append(
             [

@@ -246,8 +246,9 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
 
 
 def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    # The fields' own annotations (`typing.get_type_hints` returns nothing for classes marked
+    # `typing.no_type_check`, as the agents' configs are).
+    return {f.name: f.type for f in dataclasses.fields(cls)}
 
 
 def _config_keys(cls: type, prefix: str = "") -> list[str]:

@@ -509,3 +509,56 @@ def test_the_command_refuses_early_and_leaves_no_directory(tmp_path, capsys):
     for argv in (["train", "--resume", str(tmp_path / "nope")], ["eval", str(tmp_path / "nope")]):
         assert main(argv) == 1
         assert "is not a run directory" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- every agent, the same run
+
+
+@pytest.mark.parametrize("name", ["bc", "iql", "rebrac"])
+def test_every_agent_trains_resumes_bit_identically_and_stops_on_a_non_finite_loss(name, tmp_path, data):
+    agent = infom.AGENTS[name]
+    fields = {f.name for f in dataclasses.fields(agent.config_type)}
+    config = agent.config_type(
+        **{k: v for k, v in dict(hidden_dims=(32, 32), batch_size=32).items() if k in fields}
+    )
+    run = dataclasses.replace(RUN, num_seeds=1)
+    full = infom.train(TASK, tmp_path / "full", config, run, agent=agent, data=data, progress=False)
+    assert [row["finetune_step"] for row in full.evaluations] == [0, 20]
+    record = json.loads((tmp_path / "full" / "config.json").read_text())
+    assert record["agent"] == name and record["config"]["hidden_dims"] == [32, 32]
+
+    infom.train(TASK, tmp_path / "killed", config, run, agent=agent, data=data, progress=False, stop_after=30)
+    resumed = infom.train(None, tmp_path / "killed", resume=True, data=data, progress=False)
+    assert resumed.evaluations == full.evaluations
+    for a, b in zip(
+        _params(infom.load_run(tmp_path / "killed")[3]),
+        _params(infom.load_run(tmp_path / "full")[3]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+
+    huge = eqx.tree_at(lambda d: d.observations, data.pretrain, data.pretrain.observations * 1e30)
+    with pytest.raises(infom.NonFiniteLossError, match="pretrain loss"):
+        infom.train(
+            TASK,
+            tmp_path / "nan",
+            config,
+            run,
+            agent=agent,
+            data=data._replace(pretrain=huge),
+            progress=False,
+        )
+
+
+def test_the_commands_agent_names_are_the_agents():
+    from infom._cli import AGENT_NAMES
+
+    assert AGENT_NAMES == tuple(infom.AGENTS)
+
+
+@pytest.mark.parametrize("preset", sorted(infom.PRESETS))
+def test_every_agent_has_a_config_for_every_preset(preset):
+    for agent in infom.AGENTS.values():
+        config = agent.preset_config(infom.get_preset(preset))
+        assert isinstance(config, agent.config_type)
+        assert config.hidden_dims if hasattr(config, "hidden_dims") else config.network.hidden_dims

@@ -5,7 +5,9 @@ The command and the demo pick an agent by name from [`AGENTS`][]; nothing else l
 
 from .bc import AGENT as _BC
 from .infom import AGENT as _INFOM
+from .iql import AGENT as _IQL
+from .rebrac import AGENT as _REBRAC
 
 
-AGENTS = {agent.name: agent for agent in (_INFOM, _BC)}
+AGENTS = {agent.name: agent for agent in (_INFOM, _BC, _IQL, _REBRAC)}
 """Every agent by the name `infom train --agent NAME` uses."""

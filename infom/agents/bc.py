@@ -6,6 +6,7 @@ actions alone explain. It is InFOM's pre-trained actor promoted to an agent of i
 """
 
 import dataclasses
+import typing
 from typing import NamedTuple
 
 import equinox as eqx
@@ -18,6 +19,9 @@ from .._networks import Actor
 from ._base import Agent
 
 
+# Like the project's other configs, this one validates itself and is exempt from the import
+# hook's type checks (`typing.no_type_check`), so that e.g. `learning_rate=1` is accepted.
+@typing.no_type_check
 @dataclasses.dataclass(frozen=True)
 class BCConfig:
     """Behaviour cloning's settings (the defaults of the InFOM authors' shared setup).
