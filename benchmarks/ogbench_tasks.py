@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default=None, help="default: <domain>-cpu")
+    parser.add_argument("--agent", default="infom", choices=sorted(infom.AGENTS), help="default: infom")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", default="runs/ogbench_tasks")
     parser.add_argument("--dataset-dir", default=None)
@@ -64,20 +65,22 @@ def main() -> None:
 
     preset_name = args.preset or f"{args.domain}-cpu"
     preset = infom.get_preset(preset_name)
-    config, run = infom.apply_overrides(
-        preset.infom, preset.run, [*args.overrides, f"num_seeds={args.seeds}", f"seed={args.seed}"]
-    )
+    agent = infom.AGENTS[args.agent]
+    overrides = [*args.overrides, f"num_seeds={args.seeds}", f"seed={args.seed}"]
+    config, run = infom.apply_overrides(agent.preset_config(preset), preset.run, overrides)
     tasks = [int(t) for t in args.tasks.split(",")]
     overrides = args.overrides or "none"
     header(
-        f"OGBench {args.domain} tasks {tasks}: preset {preset_name} with overrides {overrides}; "
+        f"OGBench {args.domain} tasks {tasks}, agent {agent.name}: preset {preset_name} "
+        f"with overrides {overrides}; "
         f"{run.num_seeds} seeds, {run.pretrain_updates} pre-training + {run.finetune_updates} fine-tuning "
         f"updates, {run.pretrain_episodes} + {run.finetune_episodes} episodes, "
         f"{run.eval_episodes} evaluation episodes per seed every {run.eval_interval} updates"
     )
     out = Path(args.out)
     env = lambda task: f"{args.domain}-play-singletask-task{task}-v0"
-    pretrain_dir = out / f"{args.domain}-{preset_name}-pretrain"
+    prefix = "" if agent.name == "infom" else f"{agent.name}-"  # InFOM's directories keep their names
+    pretrain_dir = out / f"{prefix}{args.domain}-{preset_name}-pretrain"
 
     started = time.perf_counter()
     if pretrain_dir.exists():
@@ -87,15 +90,15 @@ def main() -> None:
         )
     else:
         infom.train(
-            env(tasks[0]), pretrain_dir, config, run, preset=preset_name, dataset_dir=args.dataset_dir,
-            progress=args.progress, log=_log, stop_after=run.pretrain_updates,
+            env(tasks[0]), pretrain_dir, config, run, agent=agent, preset=preset_name,
+            dataset_dir=args.dataset_dir, progress=args.progress, log=_log, stop_after=run.pretrain_updates,
         )
     pretrain_seconds = time.perf_counter() - started
     print(f"pre-training: {pretrain_seconds / 60:.1f} min (dataset generation, if any, included)", flush=True)
 
     rows, curves = [], []
     for task in tasks:
-        task_dir = out / f"{env(task)}-{preset_name}"
+        task_dir = out / f"{prefix}{env(task)}-{preset_name}"
         if not task_dir.exists():
             shutil.copytree(pretrain_dir, task_dir)
             record = json.loads((task_dir / CONFIG_FILE).read_text())
@@ -119,13 +122,14 @@ def main() -> None:
             f"{seconds / 60:.1f}",
         ])
         curves.append((task, result.evaluations))
-        print(f"task {task}: BC {rows[-1][1]}, InFOM {rows[-1][2]} ({seconds / 60:.1f} min)", flush=True)
+        print(f"task {task}: pre-trained {rows[-1][1]}, {agent.name} {rows[-1][2]} ({seconds / 60:.1f} min)",
+              flush=True)
 
     bc = [float(r[1].split()[0]) for r in rows]
     fin = [float(r[2].split()[0]) for r in rows]
     rows.append(["mean over tasks", f"{np.mean(bc):.2f}", f"{np.mean(fin):.2f}", "", ""])
     print()
-    print_table(["task", "BC (pre-trained actor)", "InFOM (fine-tuned)", "InFOM per seed",
+    print_table(["task", "pre-trained actor", f"{agent.name} (fine-tuned)", f"{agent.name} per seed",
                  "fine-tune + eval min"], rows)
     print(f"\npaper (InFOM, {args.domain} average over its 5 tasks, full budget): {PAPER_INFOM[args.domain]}")
     print(f"pre-training (shared by the tasks): {pretrain_seconds / 60:.1f} min")
