@@ -43,6 +43,9 @@ SETTINGS = {
     "paper-midpoint-2": ((512,) * 4, 512, 16, 10, {"critic_solver": "midpoint", "critic_flow_steps": 2}),
     "small-16-futures": ((256,) * 3, 128, 16, 10, {}),
     "cpu-preset": ((256,) * 3, 128, 8, 10, {}),
+    # The CPU preset with standard GPI: the actor differentiates through the ODE over 8
+    # intentions, so running the actor loss on every update (a select) is expensive.
+    "cpu-preset-standard-gpi": ((256,) * 3, 128, 8, 10, {"policy_extraction": "standard_gpi"}),
 }
 # The paper's public code on a 2-core machine of this kind (FACTS.md), as matmul-GFLOP-equivalents
 # (median seconds x that machine's 145 GFLOP/s matmul rate); for orientation only.

@@ -26,7 +26,7 @@ from ._presets import (
 
 
 # Modules that must import without JAX (the command's start) or validate themselves (configs).
-_UNCHECKED = ("_cli", "_config", "_errors", "_files", "_ogbench_names", "_presets", "_progress")
+_UNCHECKED = ("_cli", "_config", "_errors", "_files", "_literals", "_ogbench_names", "_presets", "_progress")
 
 # Installed for the life of the process (not in a `with` block): every other `infom` module,
 # whenever and by whom it is imported, gets `@jaxtyped(typechecker=beartype)` on its functions.

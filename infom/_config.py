@@ -181,9 +181,7 @@ class InFOMConfig:
                 f"got {self.critic_flow_steps!r}"
             )
         if self.antithetic_futures and self.num_futures % 2:
-            raise ValueError(
-                f"{owner}.antithetic_futures needs an even num_futures, got {self.num_futures}"
-            )
+            raise ValueError(f"{owner}.antithetic_futures needs an even num_futures, got {self.num_futures}")
         if self.antithetic_futures and self.latin_hypercube_futures:
             raise ValueError(f"{owner}.latin_hypercube_futures and antithetic_futures cannot both be set")
         if self.policy_extraction == "standard_gpi" and self.network.latent_dim == 0:

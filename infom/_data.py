@@ -4,7 +4,7 @@ boundary-safe SARSA transition sampler that runs inside `jax.jit` and `lax.scan`
 import io
 import os
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -14,10 +14,9 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from ._errors import DatasetError
 from ._files import atomic_write_bytes
+from ._literals import NormalizerKind
 from ._types import Batch
 
-
-NormalizerKind = Literal["zscore", "bounded", "none"]
 
 _ZSCORE_EPS = 1e-8
 _BOUNDED_MIN_RANGE = 1e-6
@@ -65,9 +64,7 @@ def _terminal_array(value: Any, key: str, source: str) -> np.ndarray:
 
 def _check_length(array: np.ndarray, key: str, source: str, num_rows: int) -> None:
     if len(array) != num_rows:
-        raise DatasetError(
-            f"{source}: {key!r} has {len(array)} rows but 'observations' has {num_rows}"
-        )
+        raise DatasetError(f"{source}: {key!r} has {len(array)} rows but 'observations' has {num_rows}")
 
 
 # --------------------------------------------------------------------------- dataset
@@ -428,4 +425,3 @@ def load_normalizer(path: str | os.PathLike) -> Normalizer:
     if kind not in get_args(NormalizerKind):
         raise ValueError(f"{name}: key 'kind' must be one of {get_args(NormalizerKind)}, got {kind!r}")
     return Normalizer(kind=kind, **{key: jnp.asarray(value) for key, value in vectors.items()})
-

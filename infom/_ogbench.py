@@ -1037,7 +1037,12 @@ def validate_ogbench_file(
 
     if domain is not None:
         spec = _DOMAINS[domain]
-        widths = {"observations": spec.obs_dim, "actions": 5, "qpos": spec.qpos_dim, "qvel": spec.qvel_dim}
+        widths = {
+            "observations": spec.obs_dim,
+            "actions": spec.action_dim,
+            "qpos": spec.qpos_dim,
+            "qvel": spec.qvel_dim,
+        }
         if spec.num_buttons:
             widths["button_states"] = spec.num_buttons
         for key, width in widths.items():

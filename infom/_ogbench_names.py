@@ -28,6 +28,7 @@ class _Domain:
     num_buttons: int  # width of `button_states`; 0 when the file has no such key
     oracles: tuple[str, ...]  # task kinds the data-collection env asks for
     eval_episode_length: int
+    action_dim: int = 5  # the arm's end-effector displacement, yaw and gripper
 
 
 _DOMAINS: dict[str, _Domain] = {

@@ -6,9 +6,8 @@ import typing
 from typing import Any, Literal, get_args
 
 from ._config import InFOMConfig, NetworkConfig
-
-
-NormalizerKind = Literal["zscore", "bounded", "none"]
+from ._literals import NormalizerKind
+from ._ogbench_names import OGBENCH_DOMAINS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +95,11 @@ class Preset:
     run: RunConfig
     domain: str
 
+    @property
+    def benchmark(self) -> str:
+        """`"ogbench"` or `"exorl"`: the benchmark the preset's domain belongs to."""
+        return "ogbench" if self.domain in OGBENCH_DOMAINS else "exorl"
+
 
 # The paper's per-domain settings (ALGORITHM.md): latent dim, lambda_KL, expectile, alpha.
 _DOMAIN_SETTINGS: dict[str, tuple[int, float, float, float]] = {
@@ -108,7 +112,6 @@ _DOMAIN_SETTINGS: dict[str, tuple[int, float, float, float]] = {
     "scene": (128, 0.2, 0.99, 300.0),
     "puzzle-4x4": (128, 0.1, 0.95, 300.0),
 }
-OGBENCH_DOMAINS = ("cube-single", "cube-double", "scene", "puzzle-4x4")
 
 
 def _paper(domain: str) -> Preset:

@@ -360,15 +360,12 @@ def act(
     return jnp.clip(policy_actions(online.actor, observations, online.tanh_squash), -1.0, 1.0)
 
 
-_OGBENCH_DOMAINS = ("cube-single", "cube-double", "scene", "puzzle-4x4")
-
-
 def preset_config(preset) -> ReBRACConfig:
     """ReBRAC for a named preset: the preset's network widths, batch size, learning rate and
     discount, and the authors' penalty weights for its benchmark. The authors give them for
     OGBench cube-single (`alpha_actor = alpha_critic = 1`) and ExORL cheetah (0.1 and 0.1); the
     other OGBench domains take cube-single's and the other ExORL domains cheetah's."""
-    alpha = 1.0 if preset.domain in _OGBENCH_DOMAINS else 0.1
+    alpha = 1.0 if preset.benchmark == "ogbench" else 0.1
     return ReBRACConfig(
         hidden_dims=preset.infom.network.hidden_dims,
         batch_size=preset.infom.batch_size,
