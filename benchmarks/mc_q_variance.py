@@ -33,8 +33,8 @@ import numpy as np
 from _common import header, print_table
 
 import infom
-from infom._run import load_task_data
 from infom.agents.infom import _critic_sampling
+from infom.run._run import load_task_data
 
 
 DEFAULT_RUN = "runs/ogbench_tasks/cube-single-play-singletask-task1-v0-cube-single-cpu"

@@ -1,7 +1,7 @@
 """How accurate is the occupancy learned by `sarsa_flow_loss` against exact answers, and
 against Monte-Carlo flow matching with the same network and budget?
 
-Two probe problems whose discounted occupancy is known exactly (`infom._probes`):
+Two probe problems whose discounted occupancy is known exactly (`infom.data._probes`):
 
 - `1-D`: `LinearGaussianProbe` (`s' = 0.8 s + 0.5 a + 0.3 w`, random actions), evaluated at
   `(s, a)` in `{(1.5, 1.0), (-1.0, -0.5), (0.0, 0.0)}`.
@@ -60,7 +60,7 @@ from _common import header, print_table
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
 import infom
-from infom._probes import LinearGaussianProbe, TwoIntentionProbe, sliced_wasserstein, wasserstein_1d
+from infom.data._probes import LinearGaussianProbe, TwoIntentionProbe, sliced_wasserstein, wasserstein_1d
 
 
 METHODS = ("infom", "td2", "infom-zgrad", "mc")

@@ -36,7 +36,7 @@ import numpy as np
 from _common import header, print_table
 
 import infom
-from infom._run import CONFIG_FILE, CURVE_PNG, DATA_FILE, EVAL_CSV, EVAL_JSON, FINETUNE_CSV
+from infom.run._run import CONFIG_FILE, CURVE_PNG, DATA_FILE, EVAL_CSV, EVAL_JSON, FINETUNE_CSV
 
 
 # ALGORITHM.md, "Published results": InFOM's success averaged over the domain's five tasks.

@@ -8,7 +8,7 @@ The public names (listed in `infom/_public.py`) are imported on first use, so th
 """
 
 import importlib.metadata
-import pkgutil
+import pathlib
 import typing
 
 from jaxtyping import install_import_hook
@@ -16,7 +16,7 @@ from jaxtyping import install_import_hook
 # Configs validate themselves in `__post_init__` (a ValueError naming the field), so they are
 # imported before the hook and accept e.g. `alpha=30` for a float field.
 from ._config import InFOMConfig as InFOMConfig, NetworkConfig as NetworkConfig
-from ._presets import (
+from .run._presets import (
     PRESETS as PRESETS,
     Preset as Preset,
     RunConfig as RunConfig,
@@ -25,15 +25,36 @@ from ._presets import (
 )
 
 
-# Modules that must import without JAX (the command's start) or validate themselves (configs).
-_UNCHECKED = ("_cli", "_config", "_errors", "_files", "_literals", "_ogbench_names", "_presets", "_progress")
+# Modules that must import without JAX (the command's start) or validate themselves (configs),
+# and the packages above them (which hold no code).
+_UNCHECKED = (
+    "infom._config",
+    "infom._errors",
+    "infom._files",
+    "infom._literals",
+    "infom.envs",
+    "infom.envs.ogbench",
+    "infom.envs.ogbench._names",
+    "infom.run",
+    "infom.run._cli",
+    "infom.run._presets",
+    "infom.run._progress",
+)
 
 # Installed for the life of the process (not in a `with` block): every other `infom` module,
 # whenever and by whom it is imported, gets `@jaxtyped(typechecker=beartype)` on its functions.
-install_import_hook(
-    [f"infom.{m.name}" for m in pkgutil.iter_modules(__path__) if m.name not in _UNCHECKED],
-    "beartype.beartype",
-)
+def _modules() -> list[str]:
+    """Every module file of the package, by name, found without importing anything."""
+    root = pathlib.Path(__file__).parent
+    names = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] != "__init__":
+            names.append(".".join(("infom", *parts)))
+    return names
+
+
+install_import_hook([name for name in _modules() if name not in _UNCHECKED], "beartype.beartype")
 
 if typing.TYPE_CHECKING:
     from ._public import *  # noqa: F403

@@ -5,39 +5,6 @@ ever imported after `infom/__init__.py` has installed the jaxtyping import hook,
 function below is shape- and dtype-checked (jaxtyping + beartype, at trace time).
 """
 
-from ._data import (
-    Dataset as Dataset,
-    DatasetError as DatasetError,
-    Normalizer as Normalizer,
-    fit_normalizer as fit_normalizer,
-    load_normalizer as load_normalizer,
-    normalize_dataset as normalize_dataset,
-    sample_batch as sample_batch,
-    save_normalizer as save_normalizer,
-)
-from ._demo import (
-    PENDULUM_DEMO as PENDULUM_DEMO,
-    PENDULUM_DEMO_QUICK as PENDULUM_DEMO_QUICK,
-    DemoDiagnostics as DemoDiagnostics,
-    DemoResult as DemoResult,
-    PendulumDemoConfig as PendulumDemoConfig,
-    collect_pendulum_data as collect_pendulum_data,
-    format_demo_result as format_demo_result,
-    pendulum_state_reward as pendulum_state_reward,
-    run_pendulum_demo as run_pendulum_demo,
-)
-from ._evaluation import (
-    CubeOraclePolicy as CubeOraclePolicy,
-    EnvPolicy as EnvPolicy,
-    EvalResult as EvalResult,
-    eval_env_name as eval_env_name,
-    evaluate_ogbench as evaluate_ogbench,
-)
-from ._gymnax import (
-    collect_gymnax_dataset as collect_gymnax_dataset,
-    evaluate_gymnax as evaluate_gymnax,
-    pendulum_behaviours as pendulum_behaviours,
-)
 from ._losses import (
     ActorAux as ActorAux,
     FlowLossAux as FlowLossAux,
@@ -69,31 +36,6 @@ from ._networks import (
     VectorField as VectorField,
     init_models as init_models,
 )
-from ._ogbench import (
-    DatasetIdentity as DatasetIdentity,
-    DatasetMismatchError as DatasetMismatchError,
-    DatasetNotFoundError as DatasetNotFoundError,
-    DatasetSummary as DatasetSummary,
-    GenerationInterrupted as GenerationInterrupted,
-    GenerationSummary as GenerationSummary,
-    OGBenchDatasets as OGBenchDatasets,
-    dataset_paths as dataset_paths,
-    generate_dataset as generate_dataset,
-    load_ogbench as load_ogbench,
-    validate_ogbench_file as validate_ogbench_file,
-)
-from ._run import (
-    CheckpointError as CheckpointError,
-    NonFiniteLossError as NonFiniteLossError,
-    RunData as RunData,
-    RunInterrupted as RunInterrupted,
-    RunResult as RunResult,
-    evaluate_run as evaluate_run,
-    load_run as load_run,
-    load_task_data as load_task_data,
-    make_policy as make_policy,
-    train as train,
-)
 from ._sampling import (
     ClipToBox as ClipToBox,
     field_conditioning as field_conditioning,
@@ -101,16 +43,6 @@ from ._sampling import (
     sample_future as sample_future,
     solve_flow as solve_flow,
     standard_gpi as standard_gpi,
-)
-from ._train import (
-    TrainState as TrainState,
-    actor_schedule as actor_schedule,
-    agent_actions as agent_actions,
-    begin_finetuning as begin_finetuning,
-    init_state as init_state,
-    make_optimizer as make_optimizer,
-    train_block as train_block,
-    train_step as train_step,
 )
 from ._types import Batch as Batch
 from .agents import AGENTS as AGENTS
@@ -128,4 +60,72 @@ from .agents.infom import (
     pretrain_loss as pretrain_loss,
     pretrain_step as pretrain_step,
     start_finetuning as start_finetuning,
+)
+from .data._dataset import (
+    Dataset as Dataset,
+    DatasetError as DatasetError,
+    Normalizer as Normalizer,
+    fit_normalizer as fit_normalizer,
+    load_normalizer as load_normalizer,
+    normalize_dataset as normalize_dataset,
+    sample_batch as sample_batch,
+    save_normalizer as save_normalizer,
+)
+from .envs.gymnax._adapter import (
+    collect_gymnax_dataset as collect_gymnax_dataset,
+    evaluate_gymnax as evaluate_gymnax,
+    pendulum_behaviours as pendulum_behaviours,
+)
+from .envs.ogbench._datasets import (
+    DatasetIdentity as DatasetIdentity,
+    DatasetMismatchError as DatasetMismatchError,
+    DatasetNotFoundError as DatasetNotFoundError,
+    DatasetSummary as DatasetSummary,
+    GenerationInterrupted as GenerationInterrupted,
+    GenerationSummary as GenerationSummary,
+    OGBenchDatasets as OGBenchDatasets,
+    dataset_paths as dataset_paths,
+    generate_dataset as generate_dataset,
+    load_ogbench as load_ogbench,
+    validate_ogbench_file as validate_ogbench_file,
+)
+from .envs.ogbench._evaluation import (
+    CubeOraclePolicy as CubeOraclePolicy,
+    EnvPolicy as EnvPolicy,
+    EvalResult as EvalResult,
+    eval_env_name as eval_env_name,
+    evaluate_ogbench as evaluate_ogbench,
+)
+from .run._demo import (
+    PENDULUM_DEMO as PENDULUM_DEMO,
+    PENDULUM_DEMO_QUICK as PENDULUM_DEMO_QUICK,
+    DemoDiagnostics as DemoDiagnostics,
+    DemoResult as DemoResult,
+    PendulumDemoConfig as PendulumDemoConfig,
+    collect_pendulum_data as collect_pendulum_data,
+    format_demo_result as format_demo_result,
+    pendulum_state_reward as pendulum_state_reward,
+    run_pendulum_demo as run_pendulum_demo,
+)
+from .run._run import (
+    CheckpointError as CheckpointError,
+    NonFiniteLossError as NonFiniteLossError,
+    RunData as RunData,
+    RunInterrupted as RunInterrupted,
+    RunResult as RunResult,
+    evaluate_run as evaluate_run,
+    load_run as load_run,
+    load_task_data as load_task_data,
+    make_policy as make_policy,
+    train as train,
+)
+from .training._train import (
+    TrainState as TrainState,
+    actor_schedule as actor_schedule,
+    agent_actions as agent_actions,
+    begin_finetuning as begin_finetuning,
+    init_state as init_state,
+    make_optimizer as make_optimizer,
+    train_block as train_block,
+    train_step as train_step,
 )

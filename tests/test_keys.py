@@ -7,7 +7,7 @@ import jax.random as jr
 import numpy as np
 
 import infom
-from infom import _keys
+from infom.training import _keys
 
 
 def _bits(keys) -> list[bytes]:

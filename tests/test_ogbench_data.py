@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import infom
-from infom._cli import main
-from infom._ogbench import _scene_is_healthy
+from infom.envs.ogbench import _datasets as _ogbench_datasets
+from infom.envs.ogbench._datasets import _scene_is_healthy
+from infom.run._cli import main
 
 
 LENGTH = 40  # rows per episode in these tests (OGBench's datasets have 1001)
@@ -173,7 +174,7 @@ def test_generation_leaves_numpy_global_rng_alone(tmp_path):
 
 
 def test_a_crash_while_writing_leaves_no_file_under_the_final_names(tmp_path, monkeypatch):
-    from infom import _ogbench
+    from infom.envs.ogbench import _datasets as _ogbench
 
     real_write = _ogbench._write_npz
     calls = []
@@ -310,7 +311,7 @@ def test_other_domains_have_their_widths_and_load_through_ogbench(
 
 def test_unhealthy_scene_episodes_are_collected_again(tmp_path, monkeypatch):
     verdicts = iter([False, True, True])
-    monkeypatch.setattr(infom._ogbench, "_scene_is_healthy", lambda qpos: next(verdicts))
+    monkeypatch.setattr(_ogbench_datasets, "_scene_is_healthy", lambda qpos: next(verdicts))
     summary = infom.generate_dataset(
         "scene",
         tmp_path / "scene-play-v0.npz",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import infom
-from infom._run import checkpoint_steps
+from infom.run._run import checkpoint_steps
 
 
 TASK = "cube-single-play-singletask-task1-v0"
@@ -153,7 +153,7 @@ def test_evaluate_run_writes_final_evaluation(finished):
 
 
 def test_cli_train_and_eval(tmp_path, dataset_dir, capsys):
-    from infom._cli import main
+    from infom.run._cli import main
 
     settings = {  # the module's CONFIG and RUN, so the compiled blocks are reused
         "network.hidden_dims": "32,32",
@@ -307,7 +307,7 @@ def test_a_resumed_run_reads_its_own_data_directory_and_the_same_files(
 
 
 def test_generation_interrupted_and_continued_writes_the_bytes_of_an_uninterrupted_one(tmp_path, monkeypatch):
-    from infom import _ogbench
+    from infom.envs.ogbench import _datasets as _ogbench
 
     common = dict(
         num_episodes=5, num_val_episodes=2, num_workers=1, episode_length=20, progress=False, chunk_episodes=2
@@ -343,7 +343,7 @@ def test_generation_interrupted_and_continued_writes_the_bytes_of_an_uninterrupt
 def test_an_interrupted_run_checkpoints_its_last_block_and_resumes_bit_identically(
     tmp_path, finished, data, monkeypatch
 ):
-    from infom import _run
+    from infom.run import _run
 
     real = _run._multi_seed_block
     calls = []
@@ -394,7 +394,7 @@ def test_sigterm_during_generation_stops_in_one_line_and_the_run_resumes(tmp_pat
     command = [
         sys.executable,
         "-m",
-        "infom._cli",
+        "infom.run._cli",
         "train",
         "--env",
         TASK,
@@ -424,7 +424,7 @@ def test_sigterm_during_generation_stops_in_one_line_and_the_run_resumes(tmp_pat
     assert (run_dir / "config.json").exists()
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "infom._cli", "train", "--resume", str(run_dir), "--quiet"],
+        [sys.executable, "-m", "infom.run._cli", "train", "--resume", str(run_dir), "--quiet"],
         capture_output=True,
         text=True,
         env=env,
@@ -449,7 +449,7 @@ def _damaged_copy(finished, tmp_path):
 
 
 def test_a_damaged_checkpoint_is_refused_by_name_and_the_previous_one_survives(finished, data, tmp_path):
-    from infom._cli import main
+    from infom.run._cli import main
 
     run_dir = _damaged_copy(finished, tmp_path)
     newest = run_dir / "checkpoint-000000040.eqx"
@@ -492,7 +492,7 @@ def test_a_torn_checkpoint_record_is_named_as_such(finished, tmp_path):
 
 
 def test_the_command_refuses_early_and_leaves_no_directory(tmp_path, capsys):
-    from infom._cli import main
+    from infom.run._cli import main
 
     run_dir = tmp_path / "run"
     assert main(["train", "--env", TASK, "--preset", "scene", "--run-dir", str(run_dir)]) == 1
@@ -551,7 +551,7 @@ def test_every_agent_trains_resumes_bit_identically_and_stops_on_a_non_finite_lo
 
 
 def test_the_commands_agent_names_are_the_agents():
-    from infom._cli import AGENT_NAMES
+    from infom.run._cli import AGENT_NAMES
 
     assert AGENT_NAMES == tuple(infom.AGENTS)
 

@@ -16,7 +16,6 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, Scalar
 
 from .._config import InFOMConfig
-from .._data import Dataset, Normalizer
 from .._losses import (
     ActorAux,
     actor_loss,
@@ -32,8 +31,9 @@ from .._losses import (
 )
 from .._networks import Models, VectorField, init_models
 from .._sampling import mc_q, sample_future, standard_gpi
-from .._train import TrainState, agent_actions, begin_finetuning, init_state, train_block, train_step
 from .._types import Batch
+from ..data._dataset import Dataset, Normalizer
+from ..training._train import TrainState, agent_actions, begin_finetuning, init_state, train_block, train_step
 from ._base import Agent
 
 

@@ -26,7 +26,6 @@ import jax.random as jr
 from jaxtyping import Array, Bool, Float, PRNGKeyArray, Scalar, ScalarLike
 
 from .._config import _check_positive_int, _check_range
-from .._data import Normalizer
 from .._losses import (
     bc_loss,
     critic_values,
@@ -38,6 +37,7 @@ from .._losses import (
 )
 from .._networks import MLP, Actor, Critic
 from .._types import Batch
+from ..data._dataset import Normalizer
 from ._base import Agent
 
 

@@ -29,10 +29,10 @@ import jax.random as jr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, Scalar
 
 from .._config import _check_positive_int, _check_range
-from .._data import Normalizer
 from .._losses import critic_values, ema_update, frozen, gaussian_log_prob, reset_target
 from .._networks import Actor, Critic
 from .._types import Batch
+from ..data._dataset import Normalizer
 from ._base import Agent
 
 

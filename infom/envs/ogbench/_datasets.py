@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._errors import DatasetError
-from ._files import atomic_write_bytes
-from ._ogbench_names import (
+from ..._errors import DatasetError
+from ..._files import atomic_write_bytes
+from ._names import (
     _DOMAINS,
     DATASET_KINDS,
     DEFAULT_DATASET_DIR,
@@ -623,7 +623,7 @@ def _process_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover - non-POSIX
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["infom._ogbench", "infom._evaluation"])
+    context.set_forkserver_preload(["infom.envs.ogbench._datasets", "infom.envs.ogbench._evaluation"])
     return context
 
 

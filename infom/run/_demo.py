@@ -52,23 +52,30 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from . import _keys
-from ._config import InFOMConfig, NetworkConfig
-from ._data import Dataset, batch_at, fit_normalizer, normalize_dataset
-from ._gymnax import collect_gymnax_dataset, evaluate_gymnax, pendulum_behaviours
-from ._keys import DATA, DIAGNOSTICS, EVALUATION, run_key
-from ._losses import critic_values
-from ._networks import Actor
-from ._train import TrainState, agent_actions, begin_finetuning, init_state, make_optimizer, train_block
-from .agents import AGENTS
-from .agents._base import Agent
-from .agents.infom import (
+from .._config import InFOMConfig, NetworkConfig
+from .._losses import critic_values
+from .._networks import Actor
+from ..agents import AGENTS
+from ..agents._base import Agent
+from ..agents.infom import (
     finetune_block,
     init_train_state,
     mc_q_targets,
     policy_actions,
     pretrain_block,
     start_finetuning,
+)
+from ..data._dataset import Dataset, batch_at, fit_normalizer, normalize_dataset
+from ..envs.gymnax._adapter import collect_gymnax_dataset, evaluate_gymnax, pendulum_behaviours
+from ..training import _keys
+from ..training._keys import DATA, DIAGNOSTICS, EVALUATION, run_key
+from ..training._train import (
+    TrainState,
+    agent_actions,
+    begin_finetuning,
+    init_state,
+    make_optimizer,
+    train_block,
 )
 
 
@@ -121,7 +128,7 @@ class PendulumDemoConfig:
             raise ValueError(
                 f"PendulumDemoConfig.action_noise must be non-negative, got {self.action_noise!r}"
             )
-        from .agents import AGENTS
+        from ..agents import AGENTS
 
         unknown = [name for name in self.baselines if name not in AGENTS or name == "infom"]
         if unknown:
@@ -149,7 +156,7 @@ PENDULUM_DEMO = PendulumDemoConfig(
     pretrain_updates=10_000,
     finetune_updates=10_000,
 )
-"""The default demo setting; the module docstring of `infom._demo` explains each choice."""
+"""The default demo setting; the module docstring of `infom.run._demo` explains each choice."""
 
 PENDULUM_DEMO_QUICK = dataclasses.replace(
     PENDULUM_DEMO,

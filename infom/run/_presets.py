@@ -5,9 +5,9 @@ import types
 import typing
 from typing import Any, Literal, get_args
 
-from ._config import InFOMConfig, NetworkConfig
-from ._literals import NormalizerKind
-from ._ogbench_names import OGBENCH_DOMAINS
+from .._config import InFOMConfig, NetworkConfig
+from .._literals import NormalizerKind
+from ..envs.ogbench._names import OGBENCH_DOMAINS
 
 
 @dataclasses.dataclass(frozen=True)

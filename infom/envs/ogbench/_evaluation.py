@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-from ._ogbench import (
+from ._datasets import (
     _DOMAINS,
     _parse_name,
     _prepare_worker_process,

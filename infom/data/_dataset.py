@@ -12,10 +12,10 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
-from ._errors import DatasetError
-from ._files import atomic_write_bytes
-from ._literals import NormalizerKind
-from ._types import Batch
+from .._errors import DatasetError
+from .._files import atomic_write_bytes
+from .._literals import NormalizerKind
+from .._types import Batch
 
 
 _ZSCORE_EPS = 1e-8

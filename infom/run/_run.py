@@ -19,7 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._data import (
+from .._files import atomic_write_bytes, atomic_write_json, deferred_interrupts, read_json
+from ..agents import AGENTS
+from ..agents._base import Agent
+from ..data._dataset import (
     Dataset,
     DatasetError,
     Normalizer,
@@ -28,13 +31,17 @@ from ._data import (
     normalize_dataset,
     save_normalizer,
 )
-from ._files import atomic_write_bytes, atomic_write_json, deferred_interrupts, read_json
-from ._keys import block_keys, init_keys
+from ..training._keys import block_keys, init_keys
+from ..training._train import (
+    TrainState,
+    agent_actions,
+    begin_finetuning,
+    init_state,
+    make_optimizer,
+    train_block,
+)
 from ._presets import RunConfig, config_from_dict, config_to_dict
 from ._progress import JobProgress, Phase
-from ._train import TrainState, agent_actions, begin_finetuning, init_state, make_optimizer, train_block
-from .agents import AGENTS
-from .agents._base import Agent
 
 
 CONFIG_FILE = "config.json"
@@ -257,7 +264,7 @@ _RUN_KINDS = (("play", "pretrain_episodes"), ("play-ft", "finetune_episodes"))
 def data_request(env_name: str, run: RunConfig) -> dict[str, Any]:
     """The identities of the datasets a run on `env_name` asks for: `{"play": DatasetIdentity,
     "play-ft": DatasetIdentity}` from the run's episode counts, episode length and data seed."""
-    from ._ogbench import _parse_name, requested_identity
+    from ..envs.ogbench._datasets import _parse_name, requested_identity
 
     domain = _parse_name(env_name)[0]
     return {
@@ -269,7 +276,7 @@ def data_request(env_name: str, run: RunConfig) -> dict[str, Any]:
 
 
 def _train_paths(env_name: str, dataset_dir: str | os.PathLike | None) -> dict[str, Path]:
-    from ._ogbench import dataset_paths
+    from ..envs.ogbench._datasets import dataset_paths
 
     play, _, play_ft, _ = dataset_paths(env_name, dataset_dir)
     return {"play": play, "play-ft": play_ft}
@@ -281,7 +288,7 @@ def check_task_data(
     """Which of a run's datasets are present (`{"play": bool, "play-ft": bool}`), before any
     time is spent; files holding another dataset than the run asks for raise
     `DatasetMismatchError` with the command that makes the right data."""
-    from ._ogbench import check_dataset
+    from ..envs.ogbench._datasets import check_dataset
 
     paths = _train_paths(env_name, dataset_dir)
     return {
@@ -291,7 +298,7 @@ def check_task_data(
 
 
 def _missing_data_error(env_name: str, run: RunConfig, dataset_dir, kinds: list[str]) -> Exception:
-    from ._ogbench import DatasetNotFoundError, generate_command, val_path_for
+    from ..envs.ogbench._datasets import DatasetNotFoundError, generate_command, val_path_for
 
     request = data_request(env_name, run)
     paths = _train_paths(env_name, dataset_dir)
@@ -322,7 +329,7 @@ def prepare_task_data(
     **Raises:** `DatasetMismatchError` (other data under the names), `DatasetNotFoundError`
     (missing and `generate_missing` is False), both naming the command that makes the data.
     """
-    from ._ogbench import generate_dataset
+    from ..envs.ogbench._datasets import generate_dataset
 
     present = check_task_data(env_name, run, dataset_dir=dataset_dir)
     missing = [kind for kind, ok in present.items() if not ok]
@@ -373,7 +380,7 @@ def load_task_data(
 
 
 def _load_files(env_name: str, run: RunConfig, dataset_dir, normalizer: Normalizer | None) -> RunData:
-    from ._ogbench import load_ogbench
+    from ..envs.ogbench._datasets import load_ogbench
 
     paths = _train_paths(env_name, dataset_dir)
     pre = load_ogbench(env_name, dataset_dir=dataset_dir, kind="play")
@@ -407,7 +414,7 @@ def data_fingerprint(data: RunData) -> str:
 
 
 def _data_record(env_name: str, dataset_dir, data: RunData, from_files: bool) -> dict[str, Any]:
-    from ._ogbench import existing_identity, verify_files
+    from ..envs.ogbench._datasets import existing_identity, verify_files
 
     record: dict[str, Any] = {
         "fingerprint": data_fingerprint(data),
@@ -428,7 +435,7 @@ def _data_record(env_name: str, dataset_dir, data: RunData, from_files: bool) ->
 
 def _check_files_unchanged(run_dir: Path, record: dict[str, Any], dataset_dir) -> None:
     """A resumed run reads exactly the files it started with."""
-    from ._ogbench import _resolve_dir, file_sha256
+    from ..envs.ogbench._datasets import _resolve_dir, file_sha256
 
     root = _resolve_dir(dataset_dir)
     for name, entry in record["files"].items():
@@ -490,11 +497,15 @@ def _seed(states: TrainState, index: int) -> TrainState:
 # --------------------------------------------------------------------------- evaluation
 
 
-def make_policy(agent: Agent, state: TrainState, *, pad_to: int = 16) -> Callable[[np.ndarray], np.ndarray]:
+def make_policy(
+    state: TrainState, *, agent: Agent | None = None, pad_to: int = 16
+) -> Callable[[np.ndarray], np.ndarray]:
     """A NumPy policy `raw observations [n, obs_dim] -> actions [n, action_dim]` for the
-    evaluation harness: deterministic `clip(mu(normalize(s)), -1, 1)`, jitted, with the batch
-    padded to a multiple of `pad_to` so a shrinking number of running episodes does not
-    trigger recompilation."""
+    evaluation harness: `agent`'s (default InFOM's) deterministic actions of the normalised
+    observations, jitted, with the batch padded to a multiple of `pad_to` so a shrinking number
+    of running episodes does not trigger recompilation."""
+    if agent is None:
+        agent = AGENTS["infom"]
     actions_fn = eqx.filter_jit(lambda state, observations: agent_actions(agent, state, observations))
 
     def policy(observations: np.ndarray) -> np.ndarray:
@@ -517,13 +528,13 @@ def evaluate_run_states(
     progress: bool = False,
 ) -> list[dict[str, Any]]:
     """Evaluates every seed's policy on the OGBench task; one row per seed."""
-    from ._evaluation import evaluate_ogbench
+    from ..envs.ogbench._evaluation import evaluate_ogbench
 
     rows = []
     for index in range(run.num_seeds):
         result = evaluate_ogbench(
             env_name,
-            make_policy(agent, _seed(states, index)),
+            make_policy(_seed(states, index), agent=agent),
             num_episodes=num_episodes or run.eval_episodes,
             seed=10_000 * (run.seed + index + 1),
             num_workers=run.eval_workers,
@@ -627,7 +638,7 @@ def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _check_preset_domain(env_name: str, preset: str | None) -> None:
-    from ._ogbench import _parse_name
+    from ..envs.ogbench._datasets import _parse_name
     from ._presets import PRESETS
 
     if preset is None or preset not in PRESETS:
@@ -642,7 +653,7 @@ def _check_preset_domain(env_name: str, preset: str | None) -> None:
 
 
 def _job_phases(env_name: str, run: RunConfig, missing: list[str]) -> list[Phase]:
-    from ._ogbench import _parse_name, eval_episode_length
+    from ..envs.ogbench._datasets import _parse_name, eval_episode_length
 
     request = data_request(env_name, run)
     phases = [
@@ -730,7 +741,7 @@ def train(
     `DatasetMismatchError` for missing or different data, before the run directory is made;
     `CheckpointError` naming a damaged checkpoint; `RunInterrupted`.
     """
-    from ._ogbench import GenerationInterrupted, _resolve_dir
+    from ..envs.ogbench._datasets import GenerationInterrupted, _resolve_dir
 
     run_dir = Path(run_dir)
     if resume:

@@ -16,8 +16,8 @@ import jax.random as jr
 import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
-from ._data import Dataset, Normalizer, sample_batch
-from ._types import Batch
+from .._types import Batch
+from ..data._dataset import Dataset, Normalizer, sample_batch
 
 
 class TrainState(eqx.Module):

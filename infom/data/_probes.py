@@ -9,7 +9,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray, ScalarLike
 
-from ._types import Batch
+from .._types import Batch
 
 
 @dataclasses.dataclass(frozen=True)

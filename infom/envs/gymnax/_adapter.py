@@ -18,7 +18,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._data import Dataset
+from ...data._dataset import Dataset
 
 
 Policy = Callable[[Float[Array, " obs_dim"]], Float[Array, " action_dim"]]

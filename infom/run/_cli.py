@@ -25,8 +25,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from ._errors import DatasetError
-from ._ogbench_names import (
+from .._errors import DatasetError
+from ..envs.ogbench._names import (
     DEFAULT_DATASET_DIR,
     EPISODE_LENGTH,
     OGBENCH_DOMAINS,
@@ -190,7 +190,7 @@ def _episode_counts(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
 
 
 def _data_generate(args: argparse.Namespace) -> int:
-    from ._ogbench import dataset_paths, generate_dataset, validate_ogbench_file
+    from ..envs.ogbench._datasets import dataset_paths, generate_dataset, validate_ogbench_file
 
     play, _, play_ft, _ = dataset_paths(f"{args.domain}-play-v0", args.dataset_dir)
     paths = {"play": play, "play-ft": play_ft}
@@ -233,7 +233,7 @@ def _data_generate(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    from ._ogbench import validate_ogbench_file
+    from ..envs.ogbench._datasets import validate_ogbench_file
 
     status = 0
     for path in args.paths:
@@ -377,7 +377,7 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if not args.env:
             raise ValueError("--env is required (or --resume RUN_DIR)")
-        from .agents import AGENTS
+        from ..agents import AGENTS
 
         agent = AGENTS[args.agent]
         name = args.preset or default_preset_name(args.env)

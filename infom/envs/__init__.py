@@ -1,0 +1,2 @@
+"""Environment adapters used by the command: OGBench (data generation, validation, loading,
+evaluation) and gymnax. Not public API."""

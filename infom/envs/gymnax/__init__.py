@@ -1,0 +1,1 @@
+"""The gymnax adapter: JAX data collection and evaluation."""

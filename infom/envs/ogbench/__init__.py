@@ -1,0 +1,2 @@
+"""OGBench's manipulation domains: dataset names, local generation with OGBench's oracles,
+validation, loading and evaluation."""

@@ -1,0 +1,1 @@
+"""The `infom` command, the run directory, presets and the Pendulum demo."""
