@@ -13,9 +13,9 @@ and over the run's seeds, relative to i.i.d. noise with `N = 16` (the paper's se
 `equivalent i.i.d. N` = `16 / ratio`. A scheme with `N < 16` whose ratio is at most 1 gives
 targets no noisier than the paper's at `N / 16` of the futures' cost.
 
-Schemes: i.i.d. `N(0, I)`; antithetic pairs `(x_0, -x_0)` (`antithetic_axis=0`,
+Schemes: i.i.d. `N(0, I)`; antithetic pairs `(x_0, -x_0)` (`noise=infom.AntitheticNoise(0)`,
 `InFOMConfig.antithetic_futures`); a Latin hypercube over the `N` futures
-(`latin_hypercube_axis=0`, `InFOMConfig.latin_hypercube_futures`). All three give unbiased
+(`noise=infom.LatinHypercubeNoise(0)`, `InFOMConfig.latin_hypercube_futures`). All three give unbiased
 estimates.
 
 Run: `python benchmarks/mc_q_variance.py [--run-dir DIR] [--states 128] [--repeats 200]`.
@@ -53,8 +53,10 @@ def _seed(states, index: int):
 def _estimates(state, config, s, a, z, key, num_futures: int, scheme: str, repeats: int):
     """`[repeats, states]` independent Monte-Carlo Q estimates of the same `(s, a, z)`."""
     options = dict(_critic_sampling(config, futures_axis=0))
-    options["antithetic_axis"] = 0 if scheme == "antithetic" else None
-    options["latin_hypercube_axis"] = 0 if scheme == "latin hypercube" else None
+    options["noise"] = {
+        "antithetic": infom.AntitheticNoise(0),
+        "latin hypercube": infom.LatinHypercubeNoise(0),
+    }.get(scheme, infom.GaussianNoise())
     clip = (state.normalizer.lower, state.normalizer.upper) if config.clip_futures else None
     field, reward = state.models.field, state.models.reward
 

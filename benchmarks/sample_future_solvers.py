@@ -29,7 +29,7 @@ about time per call.
 
 For each trained model, a second table measures variance reduction of the Monte-Carlo Q: the
 variance of `1/N sum_i r(s_f^i)` over 2,000 independent estimates with i.i.d. noise and with
-antithetic noise pairs `(x_0, -x_0)` (`sample_future(..., antithetic_axis=0)`,
+antithetic noise pairs `(x_0, -x_0)` (`sample_future(..., noise=infom.AntitheticNoise(0))`,
 `InFOMConfig.antithetic_futures`), for N = 4, 8, 16 and a linear, a quadratic and a step reward.
 
 Run: `python benchmarks/sample_future_solvers.py` (about 5 minutes on 2 CPU cores).

@@ -37,7 +37,11 @@ from ._networks import (
     init_models as init_models,
 )
 from ._sampling import (
+    AbstractNoise as AbstractNoise,
+    AntitheticNoise as AntitheticNoise,
     ClipToBox as ClipToBox,
+    GaussianNoise as GaussianNoise,
+    LatinHypercubeNoise as LatinHypercubeNoise,
     field_conditioning as field_conditioning,
     mc_q as mc_q,
     sample_future as sample_future,

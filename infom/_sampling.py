@@ -1,10 +1,12 @@
 """Sampling from the flow occupancy model (a diffrax ODE solve) and Monte-Carlo Q."""
 
+import abc
 import math
 from collections.abc import Callable
 from typing import Any
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -203,23 +205,68 @@ def solve_flow(
     return solution.ys[-1].reshape(lead + noise.shape[-1:])
 
 
+class AbstractNoise(eqx.Module):
+    """How [`sample_future`][] draws its noise `x_0`. Each sample stays marginally `N(0, I)`, so
+    Monte-Carlo means over the samples stay unbiased. Subclasses are final Equinox modules."""
+
+    @abc.abstractmethod
+    def __call__(self, key: PRNGKeyArray, shape: tuple[int, ...], dim: int, dtype: Any) -> Array:
+        """Noise of shape `[*shape, dim]` for samples of leading shape `shape`."""
+
+
+class GaussianNoise(AbstractNoise):
+    """I.i.d. `x_0 ~ N(0, I)` (the paper's sampler)."""
+
+    def __call__(self, key: PRNGKeyArray, shape: tuple[int, ...], dim: int, dtype: Any) -> Array:
+        return jr.normal(key, (*shape, dim), dtype=dtype)
+
+
 def _axis_of(shape: tuple[int, ...], axis: int, name: str) -> int:
     if not -len(shape) <= axis < len(shape):
         raise ValueError(f"sample_future: `{name}` {axis} is not an axis of `shape` {shape}")
     return axis % len(shape)
 
 
-def _latin_hypercube_normal(key: PRNGKeyArray, shape: tuple[int, ...], axis: int, dtype) -> Array:
-    """Standard normal noise stratified along `axis`: per other index and last-axis coordinate,
-    one value in each of the `shape[axis]` equal-probability strata, in random order."""
-    n = shape[axis]
-    order_key, jitter_key = jr.split(key)
-    # argsort of i.i.d. uniforms is a uniformly random permutation along `axis`.
-    strata = jnp.argsort(jr.uniform(order_key, shape), axis=axis).astype(dtype)
-    jitter = jr.uniform(jitter_key, shape, dtype=dtype)
-    tiny = jnp.finfo(dtype).tiny
-    u = jnp.clip((strata + jitter) / n, tiny, 1.0 - jnp.finfo(dtype).epsneg)
-    return ndtri(u)
+class AntitheticNoise(AbstractNoise):
+    """Antithetic pairs along `axis` of the samples' shape: its first half is `eps ~ N(0, I)`
+    and its second half `-eps`. Each sample is still `N(0, I)`, but the two halves are
+    negatively correlated wherever the flow map is close to monotone, which lowers the
+    variance of a mean over that axis (for odd functions of the noise). `axis` must have even
+    size, e.g. `0` for the futures axis of `shape=(N, batch)`."""
+
+    axis: int = eqx.field(static=True)
+
+    def __call__(self, key: PRNGKeyArray, shape: tuple[int, ...], dim: int, dtype: Any) -> Array:
+        axis = _axis_of(shape, self.axis, "AntitheticNoise.axis")
+        if shape[axis] % 2:
+            raise ValueError(
+                f"sample_future: AntitheticNoise axis {self.axis} of `shape` {shape} must have even size"
+            )
+        half = (*shape[:axis], shape[axis] // 2, *shape[axis + 1 :], dim)
+        eps = jr.normal(key, half, dtype=dtype)
+        return jnp.concatenate([eps, -eps], axis=axis)
+
+
+class LatinHypercubeNoise(AbstractNoise):
+    """A Latin hypercube sample along `axis` (of size `n`): for every other index and every
+    state dimension `j`, the `n` values of `x_0[..., j]` are `Phi^-1((pi_i + u_i) / n)` with
+    `pi` a uniformly random permutation of `0..n-1` and `u_i ~ U[0, 1)`, so exactly one value
+    falls in each of the `n` equal-probability strata of `N(0, 1)`. Each sample is still
+    `N(0, I)`; the variance of a mean over the axis loses the part that is additive in the
+    noise's coordinates (linear or not), which antithetic pairs only remove for odd functions."""
+
+    axis: int = eqx.field(static=True)
+
+    def __call__(self, key: PRNGKeyArray, shape: tuple[int, ...], dim: int, dtype: Any) -> Array:
+        axis = _axis_of(shape, self.axis, "LatinHypercubeNoise.axis")
+        n = shape[axis]
+        full = (*shape, dim)
+        order_key, jitter_key = jr.split(key)
+        # argsort of i.i.d. uniforms is a uniformly random permutation along `axis`.
+        strata = jnp.argsort(jr.uniform(order_key, full), axis=axis).astype(dtype)
+        jitter = jr.uniform(jitter_key, full, dtype=dtype)
+        u = jnp.clip((strata + jitter) / n, jnp.finfo(dtype).tiny, 1.0 - jnp.finfo(dtype).epsneg)
+        return ndtri(u)
 
 
 @boundary(num_steps=POSITIVE_INT)
@@ -231,28 +278,16 @@ def sample_future(
     *,
     key: PRNGKeyArray,
     shape: tuple[int, ...] | None = None,
-    antithetic_axis: int | None = None,
-    latin_hypercube_axis: int | None = None,
+    noise: AbstractNoise = GaussianNoise(),
     **solve_kwargs: Any,
 ) -> Float[Array, "*sample obs_dim"]:
     """Draws future states `s_f ~ q(s_f | s, a, z)` from the flow occupancy model.
 
-    Draws `x_0 ~ N(0, I)` and returns [`solve_flow`][]`(field, x_0, s, a, z)`: the
-    solution at `t = 1` of `dx/dt = v(t, x, s, a, z)`, 10 Euler steps by default.
-
-    With `antithetic_axis=k`, the noise comes in antithetic pairs along axis `k` of `shape`:
-    its first half is `eps ~ N(0, I)` and its second half `-eps`. Each sample is still
-    distributed as `q(. | s, a, z)` (so a Monte-Carlo mean over that axis stays unbiased),
-    but the two halves are negatively correlated wherever the flow map is close to monotone,
-    which lowers the variance of the mean.
-
-    With `latin_hypercube_axis=k`, the noise is a Latin hypercube sample along axis `k` (of
-    size `n`): for every other index and every state dimension `j`, the `n` values of
-    `x_0[..., j]` are `Phi^-1((pi_i + u_i) / n)` with `pi` a uniformly random permutation of
-    `0..n-1` and `u_i ~ U[0, 1)`, so exactly one value falls in each of the `n` equal-probability
-    strata of `N(0, 1)`. Each sample is still `N(0, I)` (the mean stays unbiased); the variance
-    of the mean loses the part that is additive in the noise's coordinates (linear or not),
-    which antithetic pairs only remove for odd functions.
+    Draws `x_0 ~ N(0, I)` with `noise` and returns [`solve_flow`][]`(field, x_0, s, a, z)`:
+    the solution at `t = 1` of `dx/dt = v(t, x, s, a, z)`, 10 Euler steps by default. Every
+    noise builder keeps each sample distributed as `q(. | s, a, z)`; [`AntitheticNoise`][] and
+    [`LatinHypercubeNoise`][] correlate the samples along one axis to lower the variance of a
+    Monte-Carlo mean over it.
 
     **Arguments:**
 
@@ -265,12 +300,11 @@ def sample_future(
       future per conditioning input). For `N` futures per state of a batch, use
       `shape=(N, batch)`; for `K` intentions `z` of shape `[K, 1, batch, latent_dim]`,
       `shape=(K, N, batch)`.
+    - `noise`: an [`AbstractNoise`][]: [`GaussianNoise`][]`()` (i.i.d., the default),
+      [`AntitheticNoise`][]`(axis)` or [`LatinHypercubeNoise`][]`(axis)`, the axis counted in
+      `shape` (e.g. `0` for the futures axis of `shape=(N, batch)`).
     - `**solve_kwargs`: `num_steps` (a positive integer, checked), `solver`,
       `stepsize_controller`, `clip`, `max_steps`, `throw`, passed to [`solve_flow`][].
-    - `antithetic_axis`: an axis of `shape` of even size along which to pair `x_0` with
-      `-x_0` (e.g. `0` for the futures axis of `shape=(N, batch)`); `None` draws i.i.d. noise.
-    - `latin_hypercube_axis`: an axis of `shape` along which to stratify `x_0` (Latin
-      hypercube); at most one of `antithetic_axis` and `latin_hypercube_axis` may be set.
 
     **Returns:** samples of shape `[*shape, obs_dim]`.
 
@@ -298,25 +332,8 @@ def sample_future(
                 f"sample_future: `shape` {shape} must contain the conditioning's leading shape "
                 f"{lead} (broadcast gives {broadcast})"
             )
-    noise_shape = shape + observations.shape[-1:]
-    dtype = observations.dtype
-    if antithetic_axis is not None and latin_hypercube_axis is not None:
-        raise ValueError("sample_future: set at most one of `antithetic_axis` and `latin_hypercube_axis`")
-    if latin_hypercube_axis is not None:
-        axis = _axis_of(shape, latin_hypercube_axis, "latin_hypercube_axis")
-        noise = _latin_hypercube_normal(key, noise_shape, axis, dtype)
-    elif antithetic_axis is None:
-        noise = jr.normal(key, noise_shape, dtype=dtype)
-    else:
-        axis = _axis_of(shape, antithetic_axis, "antithetic_axis")
-        if shape[axis] % 2:
-            raise ValueError(
-                f"sample_future: `antithetic_axis` {antithetic_axis} of `shape` {shape} must have even size"
-            )
-        half = noise_shape[:axis] + (shape[axis] // 2,) + noise_shape[axis + 1 :]
-        eps = jr.normal(key, half, dtype=dtype)
-        noise = jnp.concatenate([eps, -eps], axis=axis)
-    return solve_flow(field, noise, observations, actions, intentions, **solve_kwargs)
+    x0 = noise(key, shape, observations.shape[-1], observations.dtype)
+    return solve_flow(field, x0, observations, actions, intentions, **solve_kwargs)
 
 
 @boundary(gamma=Range(0.0, 1.0, high_open=True))

@@ -181,13 +181,13 @@ def test_antithetic_noise_pairs_x0_with_minus_x0_along_the_axis(getkey):
     s, a, z, _ = _inputs(getkey())
     c = jnp.array([0.5, -1.0, 2.0])
     futures = infom.sample_future(
-        ConstantField(c), s, a, z, key=getkey(), shape=(6, BATCH), antithetic_axis=0
+        ConstantField(c), s, a, z, key=getkey(), shape=(6, BATCH), noise=infom.AntitheticNoise(0)
     )
     np.testing.assert_allclose(futures[:3] + futures[3:], 2 * jnp.broadcast_to(c, (3, BATCH, OBS)), atol=1e-6)
     assert not np.allclose(futures[:3], futures[3:])
     # Along another axis of a 3-axis shape.
     futures = infom.sample_future(
-        ConstantField(c), s, a, z, key=getkey(), shape=(2, 4, BATCH), antithetic_axis=1
+        ConstantField(c), s, a, z, key=getkey(), shape=(2, 4, BATCH), noise=infom.AntitheticNoise(1)
     )
     np.testing.assert_allclose(
         futures[:, :2] + futures[:, 2:], 2 * jnp.broadcast_to(c, (2, 2, BATCH, OBS)), atol=1e-6
@@ -200,7 +200,7 @@ def test_antithetic_futures_of_an_affine_flow_average_to_the_flow_of_zero_noise(
     s = jnp.array([[1.0, -1.0, 0.0], [0.0, 2.0, -0.5]])
     a, z = jnp.zeros((2, ACT)), jnp.zeros((2, LATENT))
     field = GaussianField(0.4)
-    futures = infom.sample_future(field, s, a, z, key=getkey(), shape=(8, 2), antithetic_axis=0)
+    futures = infom.sample_future(field, s, a, z, key=getkey(), shape=(8, 2), noise=infom.AntitheticNoise(0))
     centre = infom.solve_flow(field, jnp.zeros((2, OBS)), s, a, z)
     np.testing.assert_allclose(futures.mean(0), centre, atol=1e-5)
     iid = infom.sample_future(field, s, a, z, key=getkey(), shape=(8, 2))
@@ -208,10 +208,10 @@ def test_antithetic_futures_of_an_affine_flow_average_to_the_flow_of_zero_noise(
 
 
 @pytest.mark.parametrize("axis, shape, match", [(0, (5, BATCH), "even"), (2, (4, BATCH), "not an axis")])
-def test_antithetic_axis_must_be_an_even_axis_of_shape(field, getkey, axis, shape, match):
+def test_antithetic_noise_axis_must_be_an_even_axis_of_shape(field, getkey, axis, shape, match):
     s, a, z, _ = _inputs(getkey())
     with pytest.raises(ValueError, match=match):
-        infom.sample_future(field, s, a, z, key=getkey(), shape=shape, antithetic_axis=axis)
+        infom.sample_future(field, s, a, z, key=getkey(), shape=shape, noise=infom.AntitheticNoise(axis))
 
 
 def test_latin_hypercube_noise_puts_one_value_in_each_normal_stratum(getkey):
@@ -221,7 +221,7 @@ def test_latin_hypercube_noise_puts_one_value_in_each_normal_stratum(getkey):
     n = 8
     for axis, shape in ((0, (n, BATCH)), (1, (2, n, BATCH))):
         futures = infom.sample_future(
-            ZeroField(), s, a, z, key=getkey(), shape=shape, latin_hypercube_axis=axis
+            ZeroField(), s, a, z, key=getkey(), shape=shape, noise=infom.LatinHypercubeNoise(axis)
         )
         strata = np.floor(n * jax.scipy.stats.norm.cdf(np.asarray(futures, np.float64))).astype(int)
         np.testing.assert_array_equal(
@@ -237,7 +237,9 @@ def test_latin_hypercube_samples_are_standard_normal_and_the_mean_loses_additive
     s, a, z = jnp.zeros((1, OBS)), jnp.zeros((1, ACT)), jnp.zeros((1, LATENT))
     n, reps = 8, 4000
     shape = (reps, n, 1)
-    lhs = infom.sample_future(ZeroField(), s, a, z, key=getkey(), shape=shape, latin_hypercube_axis=1)
+    lhs = infom.sample_future(
+        ZeroField(), s, a, z, key=getkey(), shape=shape, noise=infom.LatinHypercubeNoise(1)
+    )
     iid = infom.sample_future(ZeroField(), s, a, z, key=getkey(), shape=shape)
     first = np.asarray(lhs[:, 0, 0])  # one sample per estimate: N(0, I)
     assert np.all(np.abs(first.mean(0)) < 0.06) and np.all(np.abs(first.std(0) - 1) < 0.05)
@@ -247,14 +249,10 @@ def test_latin_hypercube_samples_are_standard_normal_and_the_mean_loses_additive
     assert lhs_means.var() < 0.5 * iid_means.var()  # about 0.35 at n = 8
 
 
-@pytest.mark.parametrize(
-    "kwargs, match",
-    [
-        (dict(latin_hypercube_axis=2), "not an axis"),
-        (dict(latin_hypercube_axis=0, antithetic_axis=0), "at most one"),
-    ],
-)
-def test_latin_hypercube_axis_must_be_an_axis_and_exclusive_with_antithetic(field, getkey, kwargs, match):
+def test_latin_hypercube_axis_must_be_an_axis_of_shape(field, getkey):
+    """(Antithetic and Latin-hypercube noise cannot be combined: a sampler takes one noise builder.)"""
     s, a, z, _ = _inputs(getkey())
-    with pytest.raises(ValueError, match=match):
-        infom.sample_future(field, s, a, z, key=getkey(), shape=(4, BATCH), **kwargs)
+    with pytest.raises(ValueError, match="not an axis"):
+        infom.sample_future(
+            field, s, a, z, key=getkey(), shape=(4, BATCH), noise=infom.LatinHypercubeNoise(2)
+        )

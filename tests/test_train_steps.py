@@ -292,7 +292,7 @@ def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dat
         shape=(CONFIG.num_futures, CONFIG.batch_size),
         num_steps=3,
         solver=diffrax.Midpoint(),
-        antithetic_axis=0,
+        noise=infom.AntitheticNoise(0),
     )
     want = infom.mc_q(models.reward, futures, gamma=config.gamma)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -317,7 +317,7 @@ def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dat
         shape=(CONFIG.num_futures, CONFIG.batch_size),
         num_steps=3,
         solver=diffrax.Midpoint(),
-        latin_hypercube_axis=0,
+        noise=infom.LatinHypercubeNoise(0),
     )
     want = infom.mc_q(models.reward, futures, gamma=config.gamma)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

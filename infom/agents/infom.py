@@ -30,7 +30,15 @@ from .._losses import (
     sarsa_flow_loss,
 )
 from .._networks import Models, VectorField, init_models
-from .._sampling import mc_q, sample_future, standard_gpi
+from .._sampling import (
+    AbstractNoise,
+    AntitheticNoise,
+    GaussianNoise,
+    LatinHypercubeNoise,
+    mc_q,
+    sample_future,
+    standard_gpi,
+)
 from .._types import Batch
 from ..data._dataset import Dataset, Normalizer
 from ..training._train import TrainState, agent_actions, begin_finetuning, init_state, train_block, train_step
@@ -129,13 +137,21 @@ def _critic_intentions(models: Models, batch: Batch, key: PRNGKeyArray, config: 
 _CRITIC_SOLVERS = {"euler": diffrax.Euler, "midpoint": diffrax.Midpoint, "heun": diffrax.Heun}
 
 
+def _critic_noise(config: InFOMConfig, futures_axis: int) -> AbstractNoise:
+    """The noise builder of the critic's futures, from the config's choice (resolved once, at trace time)."""
+    if config.antithetic_futures:
+        return AntitheticNoise(futures_axis)
+    if config.latin_hypercube_futures:
+        return LatinHypercubeNoise(futures_axis)
+    return GaussianNoise()
+
+
 def _critic_sampling(config: InFOMConfig, *, futures_axis: int) -> dict:
     """`sample_future` options of the Monte-Carlo Q's futures (see `InFOMConfig.critic_solver`)."""
     return dict(
         num_steps=config.critic_flow_steps or config.num_flow_steps,
         solver=_CRITIC_SOLVERS[config.critic_solver](),
-        antithetic_axis=futures_axis if config.antithetic_futures else None,
-        latin_hypercube_axis=futures_axis if config.latin_hypercube_futures else None,
+        noise=_critic_noise(config, futures_axis),
     )
 
 
