@@ -84,7 +84,7 @@ def main() -> None:
             "(or pass --run-dir)"
         )
     env_name, config, run, states = infom.load_run(run_dir)
-    steps = config.critic_flow_steps or config.num_flow_steps
+    steps = config.num_flow_steps if config.critic_flow_steps is None else config.critic_flow_steps
     header(
         f"run {run_dir.name} ({env_name}), step {int(np.max(states.step))}, {run.num_seeds} seeds; "
         f"{args.states} (s, a) from the fine-tuning data, one prior z each; {args.repeats} estimates per "

@@ -117,7 +117,7 @@ class InFOMConfig:
     - `intention_sharing` ("shared"): one intention per state shared by its `N` futures, or
       "per_future" (one per future, what the published numbers were produced with).
     - `num_gpi_intentions` (8): intentions per state for "standard_gpi".
-    - `critic_solver` ("euler"), `critic_flow_steps` (0: `num_flow_steps`),
+    - `critic_solver` ("euler"), `critic_flow_steps` (`None`: `num_flow_steps`),
       `antithetic_futures` (False), `latin_hypercube_futures` (False): how the Monte-Carlo Q
       draws its `N` futures (the dominant cost of fine-tuning): the diffrax solver ("euler",
       "midpoint" or "heun", the last two at two field evaluations per step) and its step
@@ -150,7 +150,7 @@ class InFOMConfig:
     intention_sharing: IntentionSharing = "shared"
     num_gpi_intentions: int = 8
     critic_solver: CriticSolver = "euler"
-    critic_flow_steps: int = 0
+    critic_flow_steps: int | None = None
     antithetic_futures: bool = False
     latin_hypercube_futures: bool = False
 
@@ -175,9 +175,13 @@ class InFOMConfig:
         _check_choice(owner, "critic_intentions", self.critic_intentions, CriticIntentions)
         _check_choice(owner, "intention_sharing", self.intention_sharing, IntentionSharing)
         _check_choice(owner, "critic_solver", self.critic_solver, CriticSolver)
-        if not isinstance(self.critic_flow_steps, int) or self.critic_flow_steps < 0:
+        if self.critic_flow_steps is not None and (
+            not isinstance(self.critic_flow_steps, int)
+            or isinstance(self.critic_flow_steps, bool)
+            or self.critic_flow_steps < 1
+        ):
             raise ValueError(
-                f"{owner}.critic_flow_steps must be a non-negative integer (0: num_flow_steps), "
+                f"{owner}.critic_flow_steps must be a positive integer or None (num_flow_steps), "
                 f"got {self.critic_flow_steps!r}"
             )
         if self.antithetic_futures and self.num_futures % 2:

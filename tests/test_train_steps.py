@@ -251,6 +251,7 @@ def test_policy_actions_normalise_raw_observations_and_clip(state, dataset):
         ("learning_rate", 0.0),
         ("critic_solver", "rk4"),
         ("critic_flow_steps", -1),
+        ("critic_flow_steps", 0),
         ("antithetic_futures", True),
     ],
 )
@@ -301,7 +302,7 @@ def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dat
         batch,
         key=key,
         config=dataclasses.replace(
-            config, critic_solver="euler", critic_flow_steps=0, antithetic_futures=False
+            config, critic_solver="euler", critic_flow_steps=None, antithetic_futures=False
         ),
     )
     assert not np.allclose(got, default)

@@ -149,7 +149,7 @@ def _critic_noise(config: InFOMConfig, futures_axis: int) -> AbstractNoise:
 def _critic_sampling(config: InFOMConfig, *, futures_axis: int) -> dict:
     """`sample_future` options of the Monte-Carlo Q's futures (see `InFOMConfig.critic_solver`)."""
     return dict(
-        num_steps=config.critic_flow_steps or config.num_flow_steps,
+        num_steps=config.num_flow_steps if config.critic_flow_steps is None else config.critic_flow_steps,
         solver=_CRITIC_SOLVERS[config.critic_solver](),
         noise=_critic_noise(config, futures_axis),
     )

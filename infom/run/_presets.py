@@ -222,6 +222,9 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
             raise ValueError(f"{key} must be one of {choices}, got {text!r}")
         return text
     if origin in (typing.Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        if len(members) == 1 and len(get_args(annotation)) == 2:  # `X | None`
+            return None if text.lower() in ("none", "null") else _parse_value(text, members[0], key)
         raise ValueError(f"{key} cannot be set from the command line")
     if annotation is bool:
         lowered = text.lower()
