@@ -41,6 +41,7 @@ _UNCHECKED = (
     "infom.run._progress",
 )
 
+
 # Installed for the life of the process (not in a `with` block): every other `infom` module,
 # whenever and by whom it is imported, gets `@jaxtyped(typechecker=beartype)` on its functions.
 def _modules() -> list[str]:

@@ -78,7 +78,6 @@ from .data._dataset import (
 from .envs.gymnax._adapter import (
     collect_gymnax_dataset as collect_gymnax_dataset,
     evaluate_gymnax as evaluate_gymnax,
-    pendulum_behaviours as pendulum_behaviours,
 )
 from .envs.ogbench._datasets import (
     DatasetIdentity as DatasetIdentity,
@@ -108,6 +107,7 @@ from .run._demo import (
     PendulumDemoConfig as PendulumDemoConfig,
     collect_pendulum_data as collect_pendulum_data,
     format_demo_result as format_demo_result,
+    pendulum_behaviours as pendulum_behaviours,
     pendulum_state_reward as pendulum_state_reward,
     run_pendulum_demo as run_pendulum_demo,
 )

@@ -66,7 +66,7 @@ from ..agents.infom import (
     start_finetuning,
 )
 from ..data._dataset import Dataset, batch_at, fit_normalizer, normalize_dataset
-from ..envs.gymnax._adapter import collect_gymnax_dataset, evaluate_gymnax, pendulum_behaviours
+from ..envs.gymnax._adapter import Policy, collect_gymnax_dataset, evaluate_gymnax
 from ..training import _keys
 from ..training._keys import DATA, DIAGNOSTICS, EVALUATION, run_key
 from ..training._train import (
@@ -235,6 +235,87 @@ def demo_baseline_config(agent: Agent, config: PendulumDemoConfig):
     }
     fields = {f.name for f in dataclasses.fields(agent.config_type)}
     return agent.config_type(**{k: v for k, v in shared.items() if k in fields})
+
+
+# --------------------------------------------------------------------------- Pendulum behaviours
+
+# Pendulum-v1's dynamics (gymnax defaults): theta'' = 15 sin(theta) + 3 u, |u| <= 2 (u = 2 a),
+# theta = 0 upright. Its energy E = theta'^2 / 2 + 15 cos(theta) is 15 at rest upright, and
+# dE/dt = 3 u theta'.
+_GRAVITY = 15.0
+_GAIN = 3.0
+_MAX_TORQUE = 2.0
+_UPRIGHT_ENERGY = _GRAVITY
+
+
+def _pendulum_state(obs: Float[Array, " 3"]) -> tuple[Array, Array, Array]:
+    theta = jnp.arctan2(obs[1], obs[0])
+    theta_dot = obs[2]
+    energy = 0.5 * theta_dot**2 + _GRAVITY * obs[0]
+    return theta, theta_dot, energy
+
+
+def _wrap(angle: Array) -> Array:
+    return jnp.mod(angle + jnp.pi, 2 * jnp.pi) - jnp.pi
+
+
+def _direction(theta_dot: Array) -> Array:
+    # sign(theta_dot) with sign(0) = 1, so that a pendulum at rest starts moving.
+    return jnp.where(theta_dot >= 0.0, 1.0, -1.0)
+
+
+def _swing_up_and_hold(obs: Float[Array, " 3"], target: float, pump_limit: float) -> Float[Array, " 1"]:
+    """Pumps energy up to the upright level with at most `pump_limit` of the torque, then holds
+    the pole at `target` radians with gravity compensation and PD."""
+    theta, theta_dot, energy = _pendulum_state(obs)
+    error = _wrap(theta - target)
+    hold = (-_GRAVITY * jnp.sin(theta) / _GAIN - 8.0 * error - 4.0 * theta_dot) / _MAX_TORQUE
+    pump = jnp.clip(0.5 * (_UPRIGHT_ENERGY - energy), -pump_limit, pump_limit) * _direction(theta_dot)
+    near = jnp.cos(theta) > 0.9
+    return jnp.clip(jnp.where(near, hold, pump), -1.0, 1.0)[None]
+
+
+def _spin(obs: Float[Array, " 3"], direction: float) -> Float[Array, " 1"]:
+    """Pushes only while the pole moves in `direction` (coasting otherwise): the swing grows until
+    the pole goes over the top, then it spins at full torque."""
+    _, theta_dot, _ = _pendulum_state(obs)
+    along = theta_dot * direction >= 0.0
+    return jnp.where(along, direction, 0.0)[None]
+
+
+def _swing(obs: Float[Array, " 3"], energy: float) -> Float[Array, " 1"]:
+    """Keeps the pendulum swinging at a fixed energy level (an amplitude below the top)."""
+    _, theta_dot, current = _pendulum_state(obs)
+    return (jnp.clip(0.5 * (energy - current), -1.0, 1.0) * _direction(theta_dot))[None]
+
+
+def pendulum_behaviours() -> dict[str, Policy]:
+    """Five distinct controllers for gymnax's `Pendulum-v1`, the "users" of a multi-intention dataset.
+
+    Each maps one observation `(cos theta, sin theta, theta')` to an action in `[-1, 1]`
+    (`theta = 0` is upright):
+
+    - `"hold_left"` / `"hold_right"`: swing up by energy pumping at half torque, then hold the
+        pole 0.25 rad (14 degrees) left / right of upright with gravity compensation and PD.
+        The slow swing-up and the offset make them clearly worse than the task's optimum
+        (a full-torque swing-up, then upright at rest).
+    - `"spin_ccw"` / `"spin_cw"`: push only while moving counter-clockwise / clockwise until the
+        pole goes over the top, then spin that way at full torque (passing upright fast).
+    - `"swing"`: keep swinging through the bottom with amplitude about 90 degrees (energy level 0).
+
+    Together they cover the upright region (holds and spins) and the swing-up, but none of
+    them solves the task, so an offline RL method can beat behaviour cloning on their mixture.
+
+    **Returns:** an ordered dict from name to policy; pass it (or its values) to
+    [`collect_gymnax_dataset`][].
+    """
+    return {
+        "hold_left": eqx.Partial(_swing_up_and_hold, target=0.25, pump_limit=0.5),
+        "hold_right": eqx.Partial(_swing_up_and_hold, target=-0.25, pump_limit=0.5),
+        "spin_ccw": eqx.Partial(_spin, direction=1.0),
+        "spin_cw": eqx.Partial(_spin, direction=-1.0),
+        "swing": eqx.Partial(_swing, energy=0.0),
+    }
 
 
 # --------------------------------------------------------------------------- data
