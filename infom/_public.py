@@ -112,7 +112,6 @@ from .run._demo import (
     run_pendulum_demo as run_pendulum_demo,
 )
 from .run._run import (
-    CheckpointError as CheckpointError,
     NonFiniteLossError as NonFiniteLossError,
     RunData as RunData,
     RunInterrupted as RunInterrupted,
@@ -123,6 +122,7 @@ from .run._run import (
     make_policy as make_policy,
     train as train,
 )
+from .training._checkpoints import CheckpointError as CheckpointError
 from .training._train import (
     TrainState as TrainState,
     actor_schedule as actor_schedule,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import infom
-from infom.run._run import checkpoint_steps
+from infom.training._checkpoints import checkpoint_steps
 
 
 TASK = "cube-single-play-singletask-task1-v0"
@@ -345,7 +345,7 @@ def test_an_interrupted_run_checkpoints_its_last_block_and_resumes_bit_identical
 ):
     from infom.run import _run
 
-    real = _run._multi_seed_block
+    real = _run.seeds_block
     calls = []
 
     def interrupted_in_the_second_block(*args, **kwargs):
@@ -354,7 +354,7 @@ def test_an_interrupted_run_checkpoints_its_last_block_and_resumes_bit_identical
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_run, "_multi_seed_block", interrupted_in_the_second_block)
+    monkeypatch.setattr(_run, "seeds_block", interrupted_in_the_second_block)
     run_dir = tmp_path / "run"
     run = dataclasses.replace(RUN, checkpoint_every=10)  # only the interruption saves update 10
     with pytest.raises(infom.RunInterrupted, match=rf"after update 10 .*infom train --resume {run_dir}"):

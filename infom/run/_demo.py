@@ -58,12 +58,9 @@ from .._networks import Actor
 from ..agents import AGENTS
 from ..agents._base import Agent
 from ..agents.infom import (
-    finetune_block,
-    init_train_state,
+    AGENT as INFOM,
     mc_q_targets,
     policy_actions,
-    pretrain_block,
-    start_finetuning,
 )
 from ..data._dataset import Dataset, batch_at, fit_normalizer, normalize_dataset
 from ..envs.gymnax._adapter import Policy, collect_gymnax_dataset, evaluate_gymnax
@@ -75,7 +72,7 @@ from ..training._train import (
     begin_finetuning,
     init_state,
     make_optimizer,
-    train_block,
+    seeds_block,
 )
 
 
@@ -378,38 +375,17 @@ def collect_pendulum_data(config: PendulumDemoConfig, *, key: PRNGKeyArray) -> t
 
 
 @eqx.filter_jit
-def _init_states(keys, normalizer, config: InFOMConfig, optim):
-    return eqx.filter_vmap(lambda key: init_train_state(3, 1, normalizer, config, optim, key=key))(keys)
+def _init_seeds(agent: Agent, config, normalizer, keys: Array) -> TrainState:
+    optim = make_optimizer(config)
+    return eqx.filter_vmap(lambda key: init_state(agent, 3, 1, normalizer, config, optim, key=key))(keys)
 
 
 @eqx.filter_jit
-def _pretrain_seeds(states, dataset, keys, num_updates: int, config: InFOMConfig, optim):
-    first = jnp.int32(0)  # every seed starts here: unbatched, so schedules stay branches
-    return eqx.filter_vmap(
-        lambda state, key: pretrain_block(
-            state, dataset, key=key, num_updates=num_updates, config=config, optim=optim, first_step=first
-        )
-    )(states, keys)
+def _begin_finetuning_seeds(agent: Agent, config, states: TrainState) -> TrainState:
+    return eqx.filter_vmap(lambda state: begin_finetuning(agent, state, config))(states)
 
 
-@eqx.filter_jit
-def _finetune_seeds(states, dataset, keys, first_step: int, num_updates: int, config: InFOMConfig, optim):
-    first = jnp.int32(first_step)  # the updates every seed has done: unbatched (see _pretrain_seeds)
-    return eqx.filter_vmap(
-        lambda state, key: finetune_block(
-            start_finetuning(state),
-            dataset,
-            key=key,
-            num_updates=num_updates,
-            config=config,
-            optim=optim,
-            first_step=first,
-        )
-    )(states, keys)
-
-
-@eqx.filter_jit
-def _agent_seeds(
+def _train_seeds(
     agent: Agent,
     config,
     pretrain: Dataset,
@@ -418,40 +394,46 @@ def _agent_seeds(
     keys: tuple[Array, Array, Array],
     pretrain_updates: int,
     finetune_updates: int,
-) -> TrainState:
-    """Any agent on the demo's data with the demo's budget, every seed vmapped: `agent.init`,
-    `pretrain_updates` updates of its pre-training loss on the reward-free data, then
-    `finetune_updates` of its fine-tuning loss on the reward-labelled data (the common
-    training layer, as `infom train --agent` runs it)."""
+    lap: Callable[[str], None] | None = None,
+) -> tuple[TrainState, TrainState]:
+    """Any agent on the demo's data with the demo's budget, every seed vmapped, through the
+    common training layer (as `infom train --agent` runs it): `agent.init`, `pretrain_updates`
+    updates of its pre-training loss on the reward-free data, then `finetune_updates` of its
+    fine-tuning loss on the reward-labelled data. `keys` are the seeds' (init, pre-training,
+    fine-tuning) keys. Returns the pre-trained and the fine-tuned states."""
+    init_keys, pretrain_keys, finetune_keys = keys
     optim = make_optimizer(config)
     common = dict(config=config, optim=optim)
-
-    def one(init_key, pretrain_key, finetune_key):
-        state = init_state(agent, 3, 1, normalizer, config, optim, key=init_key)
-        state, _ = train_block(
+    states = _init_seeds(agent, config, normalizer, init_keys)
+    pretrained, _ = _block(
+        seeds_block(
             agent,
             agent.pretrain_loss,
-            state,
+            states,
             pretrain,
-            key=pretrain_key,
+            keys=pretrain_keys,
             num_updates=pretrain_updates,
             first_step=jnp.int32(0),
             **common,
         )
-        state = begin_finetuning(agent, state, config)
-        state, _ = train_block(
+    )
+    if lap is not None:
+        lap("pretrain")
+    finetuned, _ = _block(
+        seeds_block(
             agent,
             agent.finetune_loss,
-            state,
+            _begin_finetuning_seeds(agent, config, pretrained),
             finetune,
-            key=finetune_key,
+            keys=finetune_keys,
             num_updates=finetune_updates,
             first_step=jnp.int32(pretrain_updates),
             **common,
         )
-        return state
-
-    return eqx.filter_vmap(one)(*keys)
+    )
+    if lap is not None:
+        lap("finetune")
+    return pretrained, finetuned
 
 
 def _with_actor(states: TrainState, actors: Actor) -> TrainState:
@@ -623,7 +605,6 @@ def run_pendulum_demo(
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     say = log or (lambda message: None)
     infom_config = config.infom
-    optim = make_optimizer(infom_config)
     seconds = {}
     start = time.perf_counter()
 
@@ -642,25 +623,18 @@ def run_pendulum_demo(
     finetune = normalize_dataset(finetune_raw, normalizer)
     lap("collect")
 
-    states = _init_states(init_keys, normalizer, infom_config, optim)
-    states, _ = _block(
-        _pretrain_seeds(states, pretrain, pretrain_keys, config.pretrain_updates, infom_config, optim)
+    pretrained, finetuned = _train_seeds(
+        INFOM,
+        infom_config,
+        pretrain,
+        finetune,
+        normalizer,
+        (init_keys, pretrain_keys, finetune_keys),
+        config.pretrain_updates,
+        config.finetune_updates,
+        lap=lap,
     )
-    pretrained_actors = states.models.actor
-    lap("pretrain")
-
-    finetuned, _ = _block(
-        _finetune_seeds(
-            states,
-            finetune,
-            finetune_keys,
-            config.pretrain_updates,
-            config.finetune_updates,
-            infom_config,
-            optim,
-        )
-    )
-    lap("finetune")
+    pretrained_actors = pretrained.models.actor
 
     # Baselines on the same data, budget and evaluation episodes. Keys: baseline `a` (1, 2, ...)
     # takes blocks 10a (init), 10a + 1 (pre-training) and 10a + 2 (fine-tuning) of the seeds'
@@ -669,17 +643,15 @@ def run_pendulum_demo(
     for index, name in enumerate(config.baselines, start=1):
         agent = AGENTS[name]
         keys = tuple(_keys.block_keys(seed, config.num_seeds, 10 * index + k) for k in range(3))
-        baseline_states = _block(
-            _agent_seeds(
-                agent,
-                demo_baseline_config(agent, config),
-                pretrain,
-                finetune,
-                normalizer,
-                keys,
-                config.pretrain_updates,
-                config.finetune_updates,
-            )
+        _, baseline_states = _train_seeds(
+            agent,
+            demo_baseline_config(agent, config),
+            pretrain,
+            finetune,
+            normalizer,
+            keys,
+            config.pretrain_updates,
+            config.finetune_updates,
         )
         baseline_returns[name] = np.asarray(
             _evaluate_agent(agent, baseline_states, eval_key, config.eval_episodes)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import optax
-from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
+from jaxtyping import Array, Bool, Float, Int, Key, PRNGKeyArray, PyTree
 
 from .._types import Batch
 from ..data._dataset import Dataset, Normalizer, sample_batch
@@ -185,3 +185,35 @@ def agent_actions(
     lead = observations.shape[:-1]
     actions = agent.act(state.models, normalized.reshape(-1, observations.shape[-1]))
     return actions.reshape(lead + actions.shape[-1:])
+
+
+@eqx.filter_jit
+def seeds_block(
+    agent: Any,
+    loss_fn: Callable[..., tuple[Any, tuple]],
+    states: TrainState,
+    dataset: Dataset,
+    *,
+    keys: Key[Array, " num_seeds"],
+    num_updates: int,
+    config: Any,
+    optim: optax.GradientTransformation,
+    first_step: Int[Array, ""],
+) -> tuple[TrainState, tuple]:
+    """[`train_block`][] for every seed in one compiled program: vmapped over the stacked
+    `states` and `keys` (one per seed), with `first_step` shared by the seeds (unbatched, so the
+    actor's schedule stays a branch). Returns the new states and every seed's metrics
+    `[num_seeds, num_updates]`."""
+    return eqx.filter_vmap(
+        lambda state, key: train_block(
+            agent,
+            loss_fn,
+            state,
+            dataset,
+            key=key,
+            num_updates=num_updates,
+            config=config,
+            optim=optim,
+            first_step=first_step,
+        )
+    )(states, keys)
