@@ -75,6 +75,12 @@ from .data._dataset import (
     sample_batch as sample_batch,
     save_normalizer as save_normalizer,
 )
+from .data._probes import (
+    LinearGaussianProbe as LinearGaussianProbe,
+    TwoIntentionProbe as TwoIntentionProbe,
+    sliced_wasserstein as sliced_wasserstein,
+    wasserstein_1d as wasserstein_1d,
+)
 from .envs.gymnax._adapter import (
     collect_gymnax_dataset as collect_gymnax_dataset,
     evaluate_gymnax as evaluate_gymnax,

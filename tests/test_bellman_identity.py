@@ -19,7 +19,7 @@ import optax
 import pytest
 
 import infom
-from infom.data._probes import LinearGaussianProbe, wasserstein_1d
+from infom import LinearGaussianProbe, wasserstein_1d
 
 
 GAMMA, STEPS, N = 0.9, 10_000, 4000

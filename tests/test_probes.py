@@ -6,7 +6,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from infom.data._probes import LinearGaussianProbe, TwoIntentionProbe, sliced_wasserstein
+from infom import LinearGaussianProbe, TwoIntentionProbe, sliced_wasserstein
 
 
 TWO = TwoIntentionProbe()
