@@ -51,6 +51,7 @@ from ._sampling import (
 from ._types import Batch as Batch
 from .agents import AGENTS as AGENTS
 from .agents._base import Agent as Agent
+from .agents.bc import BCConfig as BCConfig
 from .agents.infom import (
     FinetuneMetrics as FinetuneMetrics,
     PretrainMetrics as PretrainMetrics,
@@ -65,6 +66,8 @@ from .agents.infom import (
     pretrain_step as pretrain_step,
     start_finetuning as start_finetuning,
 )
+from .agents.iql import IQLConfig as IQLConfig
+from .agents.rebrac import ReBRACConfig as ReBRACConfig
 from .data._dataset import (
     Dataset as Dataset,
     DatasetError as DatasetError,
