@@ -139,6 +139,7 @@ from .training._train import (
     begin_finetuning as begin_finetuning,
     init_state as init_state,
     make_optimizer as make_optimizer,
+    seeds_block as seeds_block,
     train_block as train_block,
     train_step as train_step,
 )
