@@ -109,3 +109,16 @@ def test_two_intention_rejects_bad_parameters():
         TwoIntentionProbe(kappa=2.5)
     with pytest.raises(ValueError, match="user"):
         TWO.sample_batch(jr.key(0), 4, user=2)
+
+
+def test_linear_gaussian_occupancy_density_integrates_to_gamma_and_matches_its_samples():
+    """The continuous part carries mass gamma (the rest is the point mass at s), and its mean is the
+    occupancy's mean without the point mass: (mean - (1 - gamma) s) / gamma."""
+    probe = LinearGaussianProbe()
+    s, a, gamma = 1.5, 1.0, 0.9
+    grid = np.linspace(-12.0, 12.0, 20001)
+    density = probe.occupancy_density(grid, s, a, gamma)
+    step = grid[1] - grid[0]
+    assert abs(density.sum() * step - gamma) < 1e-4
+    mean, _ = probe.occupancy_moments(s, a, gamma)
+    assert abs((grid * density).sum() * step / gamma - (mean - (1 - gamma) * s) / gamma) < 1e-3

@@ -269,7 +269,7 @@ def sample_batch(dataset: Dataset, key: PRNGKeyArray, batch_size: int) -> Batch:
         batches = jax.vmap(lambda k: sample_batch(dataset, key=k, batch_size=256))(jr.split(key, 10))
         ```
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or batch_size < 1:  # (beartype has checked it is an int)
         raise ValueError(f"sample_batch: `batch_size` must be a positive int, got {batch_size!r}")
     num_valid = dataset.valid_indices.shape[0]
     positions = jr.randint(key, (batch_size,), 0, num_valid)

@@ -98,6 +98,15 @@ class LinearGaussianProbe:
         second = float(np.sum(weights * (means**2 + var)))
         return mean, second - mean**2
 
+    def occupancy_density(self, x: np.ndarray, s: float, a: float, gamma: float) -> np.ndarray:
+        """The density of the continuous part of `p(s_f | s, a)` at the points `x`,
+        `sum_{k>=1} (1 - gamma) gamma^k N(x; m_k, v_k)` (the rest, `1 - gamma`, is the point mass at
+        `s`), NumPy float64."""
+        weights, means, var = self._components(s, a, gamma)
+        x = np.asarray(x, np.float64)[None]
+        w, m, v = weights[1:, None], means[1:, None], var[1:, None]
+        return np.sum(w * np.exp(-0.5 * (x - m) ** 2 / v) / np.sqrt(2 * np.pi * v), axis=0)
+
     def sample_occupancy(self, seed: int, s: float, a: float, gamma: float, n: int) -> np.ndarray:
         """`n` exact samples of `s_f ~ p(s_f | s, a)` (NumPy, float64)."""
         rng = np.random.default_rng(seed)
