@@ -74,9 +74,8 @@ def _oracle_terms(field, encoder, target_field, batch, key):
     return current, future, kl, (x0, x0_future)
 
 
-@hypothesis.given(
-    gamma=st.floats(0.0, 1.0, exclude_max=True), kl_weight=st.floats(0.0, 1.0), seed=st.integers(0, 2**16)
-)
+# gamma < 1 after the float32 cast the test applies (0.99999999 would round to 1.0, which the loss refuses).
+@hypothesis.given(gamma=st.floats(0.0, 0.999), kl_weight=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
 def test_loss_is_one_minus_gamma_current_plus_gamma_future_plus_weighted_kl(
     models, target_field, gamma, kl_weight, seed
 ):
