@@ -9,6 +9,19 @@ def _check_positive_int(owner: str, name: str, value: object) -> None:
         raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
 
 
+def _check_positive(owner: str, name: str, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{owner}.{name} must be positive, got {value!r}")
+
+
+def _check_hidden_dims(owner: str, value: object) -> None:
+    """Hidden widths: a non-empty tuple of positive integers (every config's networks)."""
+    if not isinstance(value, tuple) or len(value) == 0:
+        raise ValueError(f"{owner}.hidden_dims must be a non-empty tuple of ints, got {value!r}")
+    for width in value:
+        _check_positive_int(owner, "hidden_dims", width)
+
+
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
     """Sizes and layer-norm choices of the five InFOM networks.
@@ -47,12 +60,7 @@ class NetworkConfig:
     num_critic_heads: int = 2
 
     def __post_init__(self):
-        if not isinstance(self.hidden_dims, tuple) or len(self.hidden_dims) == 0:
-            raise ValueError(
-                f"NetworkConfig.hidden_dims must be a non-empty tuple of ints, got {self.hidden_dims!r}"
-            )
-        for width in self.hidden_dims:
-            _check_positive_int("NetworkConfig", "hidden_dims", width)
+        _check_hidden_dims("NetworkConfig", self.hidden_dims)
         if not isinstance(self.latent_dim, int) or isinstance(self.latent_dim, bool) or self.latent_dim < 0:
             raise ValueError(
                 f"NetworkConfig.latent_dim must be a non-negative integer, got {self.latent_dim!r}"

@@ -562,3 +562,11 @@ def test_every_agent_has_a_config_for_every_preset(preset):
         config = agent.preset_config(infom.get_preset(preset))
         assert isinstance(config, agent.config_type)
         assert config.hidden_dims if hasattr(config, "hidden_dims") else config.network.hidden_dims
+
+
+@pytest.mark.parametrize("name", ["bc", "iql", "rebrac"])
+def test_every_baseline_config_rejects_empty_or_bad_hidden_dims_naming_the_field(name):
+    config_type = infom.AGENTS[name].config_type
+    for bad in ((), (32, 0), [32]):
+        with pytest.raises(ValueError, match="hidden_dims"):
+            config_type(hidden_dims=bad)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray, Scalar
 
+from .._config import _check_hidden_dims, _check_positive, _check_positive_int
 from .._losses import bc_loss
 from .._networks import Actor
 from ._base import Agent
@@ -46,18 +47,10 @@ class BCConfig:
 
     def __post_init__(self):
         owner = "BCConfig"
-        if not isinstance(self.hidden_dims, tuple) or not all(
-            isinstance(w, int) and w > 0 for w in self.hidden_dims
-        ):
-            raise ValueError(
-                f"{owner}.hidden_dims must be a tuple of positive integers, got {self.hidden_dims!r}"
-            )
-        if not self.learning_rate > 0:
-            raise ValueError(f"{owner}.learning_rate must be positive, got {self.learning_rate!r}")
+        _check_hidden_dims(owner, self.hidden_dims)
+        _check_positive(owner, "learning_rate", self.learning_rate)
         for name in ("batch_size", "actor_freq"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+            _check_positive_int(owner, name, getattr(self, name))
 
 
 class BCNetworks(eqx.Module):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Bool, Float, PRNGKeyArray, Scalar, ScalarLike
 
-from .._config import _check_positive_int, _check_range
+from .._config import _check_hidden_dims, _check_positive, _check_positive_int, _check_range
 from .._losses import (
     bc_loss,
     critic_values,
@@ -68,15 +68,9 @@ class IQLConfig:
 
     def __post_init__(self):
         owner = "IQLConfig"
-        if not self.learning_rate > 0:
-            raise ValueError(f"{owner}.learning_rate must be positive, got {self.learning_rate!r}")
+        _check_positive(owner, "learning_rate", self.learning_rate)
         _check_positive_int(owner, "batch_size", self.batch_size)
-        if not isinstance(self.hidden_dims, tuple) or len(self.hidden_dims) == 0:
-            raise ValueError(
-                f"{owner}.hidden_dims must be a non-empty tuple of ints, got {self.hidden_dims!r}"
-            )
-        for width in self.hidden_dims:
-            _check_positive_int(owner, "hidden_dims", width)
+        _check_hidden_dims(owner, self.hidden_dims)
         for name in ("actor_layer_norm", "value_layer_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{owner}.{name} must be a bool, got {getattr(self, name)!r}")
@@ -87,12 +81,8 @@ class IQLConfig:
         _check_range(owner, "expectile", self.expectile, 0.5, 1.0, high_open=True)
         if not self.alpha >= 0:
             raise ValueError(f"{owner}.alpha must be non-negative, got {self.alpha!r}")
-        if not self.max_weight > 0:
-            raise ValueError(f"{owner}.max_weight must be positive, got {self.max_weight!r}")
-        if not self.actor_mean_init_scale > 0:
-            raise ValueError(
-                f"{owner}.actor_mean_init_scale must be positive, got {self.actor_mean_init_scale!r}"
-            )
+        _check_positive(owner, "max_weight", self.max_weight)
+        _check_positive(owner, "actor_mean_init_scale", self.actor_mean_init_scale)
 
 
 class IQLNetworks(eqx.Module):

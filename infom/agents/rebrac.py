@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, Scalar
 
-from .._config import _check_positive_int, _check_range
+from .._config import _check_hidden_dims, _check_positive, _check_positive_int, _check_range
 from .._losses import critic_values, ema_update, frozen, gaussian_log_prob, reset_target
 from .._networks import Actor, Critic
 from .._types import Batch
@@ -66,15 +66,9 @@ class ReBRACConfig:
 
     def __post_init__(self):
         owner = "ReBRACConfig"
-        if not self.learning_rate > 0:
-            raise ValueError(f"{owner}.learning_rate must be positive, got {self.learning_rate!r}")
+        _check_positive(owner, "learning_rate", self.learning_rate)
         _check_positive_int(owner, "batch_size", self.batch_size)
-        if not isinstance(self.hidden_dims, tuple) or len(self.hidden_dims) == 0:
-            raise ValueError(
-                f"{owner}.hidden_dims must be a non-empty tuple of ints, got {self.hidden_dims!r}"
-            )
-        for width in self.hidden_dims:
-            _check_positive_int(owner, "hidden_dims", width)
+        _check_hidden_dims(owner, self.hidden_dims)
         for name in ("actor_layer_norm", "critic_layer_norm", "tanh_squash"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{owner}.{name} must be a bool, got {getattr(self, name)!r}")
@@ -85,10 +79,7 @@ class ReBRACConfig:
         for name in ("alpha_actor", "alpha_critic", "actor_noise", "actor_noise_clip"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{owner}.{name} must be non-negative, got {getattr(self, name)!r}")
-        if not self.actor_mean_init_scale > 0:
-            raise ValueError(
-                f"{owner}.actor_mean_init_scale must be positive, got {self.actor_mean_init_scale!r}"
-            )
+        _check_positive(owner, "actor_mean_init_scale", self.actor_mean_init_scale)
         _check_range(owner, "action_clip_eps", self.action_clip_eps, 0.0, 1.0, high_open=True)
 
 

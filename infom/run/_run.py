@@ -182,6 +182,15 @@ def _missing_data_error(env_name: str, run: RunConfig, dataset_dir, kinds: list[
     )
 
 
+def _missing_kinds(env_name: str, run: RunConfig, dataset_dir, generate_missing: bool) -> list[str]:
+    """The datasets to generate (refusing other data, and missing data when generation is off)."""
+    present = check_task_data(env_name, run, dataset_dir=dataset_dir)
+    missing = [kind for kind, ok in present.items() if not ok]
+    if missing and not generate_missing:
+        raise _missing_data_error(env_name, run, dataset_dir, missing)
+    return missing
+
+
 def prepare_task_data(
     env_name: str,
     run: RunConfig,
@@ -201,10 +210,7 @@ def prepare_task_data(
     """
     from ..envs.ogbench._datasets import generate_dataset
 
-    present = check_task_data(env_name, run, dataset_dir=dataset_dir)
-    missing = [kind for kind, ok in present.items() if not ok]
-    if missing and not generate_missing:
-        raise _missing_data_error(env_name, run, dataset_dir, missing)
+    missing = _missing_kinds(env_name, run, dataset_dir, generate_missing)
     paths = _train_paths(env_name, dataset_dir)
     request = data_request(env_name, run)
     for kind in missing:
@@ -618,10 +624,7 @@ def train(
     if resume and data is None and (run_dir / DATA_FILE).exists():
         _check_files_unchanged(run_dir, read_json(run_dir / DATA_FILE, "data record"), dataset_dir)
     if data is None:
-        present = check_task_data(env_name, run, dataset_dir=dataset_dir)
-        missing = [kind for kind, ok in present.items() if not ok]
-        if missing and not generate_missing:
-            raise _missing_data_error(env_name, run, dataset_dir, missing)
+        missing = _missing_kinds(env_name, run, dataset_dir, generate_missing)
     if not resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
