@@ -25,7 +25,7 @@ exact process at every update:
 - `infom`: `sarsa_flow_loss(target_form="infom")` (the default), EMA target with `--tau`;
 - `td2`: `sarsa_flow_loss(target_form="td2")`. In both, `z` is stop-gradient in the future
   term (as in the reference code), so the encoder learns from the current term and the KL only;
-- `infom-zgrad`: as `infom` with `future_intention_gradient=True`: `z` keeps its gradient where
+- `infom-zgrad`: as `infom` with `future_intention=lambda z: z`: `z` keeps its gradient where
   it conditions the online field in the future term;
 - `mc`: Monte-Carlo conditional flow matching: the target `x_1 = s_k` is a future state of the
   same trajectory, `k ~ Geometric(1 - gamma)` on `{0, 1, ...}` (`k = 0` with probability
@@ -121,7 +121,7 @@ def mc_flow_loss(
     return flow + kl_weight * kl
 
 
-def make_trainer(problem: Problem, method: str, *, steps: int, tau: float):
+def make_trainer(problem: Problem, method: str, *, steps: int, tau: float, kl_weight: float = KL_WEIGHT):
     """A compiled `(models, key, gamma) -> models` that runs `steps` updates in one `lax.scan`."""
     optim = optax.adam(LEARNING_RATE)
 
@@ -130,7 +130,7 @@ def make_trainer(problem: Problem, method: str, *, steps: int, tau: float):
         batch_key, loss_key = jr.split(key)
         if method == "mc":
             batch, futures = problem.sample_future_batch(batch_key, BATCH_SIZE, gamma)
-            return mc_flow_loss(field, encoder, batch, futures, key=loss_key, kl_weight=KL_WEIGHT)
+            return mc_flow_loss(field, encoder, batch, futures, key=loss_key, kl_weight=kl_weight)
         batch = problem.sample_batch(batch_key, BATCH_SIZE)
         loss, _ = infom.sarsa_flow_loss(
             field,
@@ -139,9 +139,9 @@ def make_trainer(problem: Problem, method: str, *, steps: int, tau: float):
             batch,
             key=loss_key,
             gamma=gamma,
-            kl_weight=KL_WEIGHT,
+            kl_weight=kl_weight,
             target_form="td2" if method == "td2" else "infom",
-            future_intention_gradient=method.endswith("-zgrad"),
+            future_intention=(lambda z: z) if method.endswith("-zgrad") else jax.lax.stop_gradient,
         )
         return loss
 
@@ -161,8 +161,8 @@ def make_trainer(problem: Problem, method: str, *, steps: int, tau: float):
     return run
 
 
-def init(problem: Problem, seed: int):
-    config = infom.NetworkConfig(hidden_dims=HIDDEN, latent_dim=LATENT)
+def init(problem: Problem, seed: int, latent: int = LATENT):
+    config = infom.NetworkConfig(hidden_dims=HIDDEN, latent_dim=latent)
     models = infom.init_models(problem.obs_dim, problem.obs_dim, config, key=jr.key(seed))
     return models.field, models.encoder
 
@@ -275,12 +275,15 @@ def main() -> None:
         "--problems", nargs="+", default=[p.name for p in PROBLEMS], choices=[p.name for p in PROBLEMS]
     )
     parser.add_argument("--tau", type=float, default=0.02, help="EMA rate of the target field")
+    parser.add_argument("--kl-weight", type=float, default=KL_WEIGHT, help="lambda_KL of every method")
+    parser.add_argument("--latent", type=int, default=LATENT, help="latent dimension of the intention")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     steps = 3000 if args.quick else args.steps
 
     header(
-        f"{steps:,} updates of batch {BATCH_SIZE} per model; field/encoder {HIDDEN}, latent {LATENT}; "
+        f"{steps:,} updates of batch {BATCH_SIZE} per model; field/encoder {HIDDEN}, latent {args.latent}, "
+        f"lambda_KL {args.kl_weight}, tau {args.tau}; "
         f"{NUM_SAMPLES:,} samples per (s, a); distances: W1 (1-D), sliced W1 (2-D), mean over 3 (s, a)"
     )
     print("yardsticks:")
@@ -288,8 +291,8 @@ def main() -> None:
     rows = []
     for problem in (p for p in PROBLEMS if p.name in args.problems):
         for method in args.methods:
-            run = make_trainer(problem, method, steps=steps, tau=args.tau)
-            models = init(problem, args.seed)
+            run = make_trainer(problem, method, steps=steps, tau=args.tau, kl_weight=args.kl_weight)
+            models = init(problem, args.seed, args.latent)
             gamma0 = jnp.asarray(args.gammas[0], jnp.float32)
             start = time.perf_counter()
             compiled = jax.jit(run).lower(models, jr.key(args.seed + 1), gamma0).compile()

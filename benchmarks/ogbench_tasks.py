@@ -40,8 +40,12 @@ from infom.run._run import CONFIG_FILE, CURVE_PNG, DATA_FILE, EVAL_CSV, EVAL_JSO
 
 
 # ALGORITHM.md, "Published results": InFOM's success averaged over the domain's five tasks.
-PAPER_INFOM = {"cube-single": "0.78 +- 0.21", "cube-double": "0.11 +- 0.07", "scene": "0.32 +- 0.02",
-               "puzzle-4x4": "0.18 +- 0.10"}
+PAPER_INFOM = {
+    "cube-single": "0.78 +- 0.21",
+    "cube-double": "0.11 +- 0.07",
+    "scene": "0.32 +- 0.02",
+    "puzzle-4x4": "0.18 +- 0.10",
+}
 
 
 def _log(message: str) -> None:
@@ -85,13 +89,26 @@ def main() -> None:
     started = time.perf_counter()
     if pretrain_dir.exists():
         infom.train(
-            env(tasks[0]), pretrain_dir, resume=True, dataset_dir=args.dataset_dir,
-            progress=args.progress, log=_log, stop_after=run.pretrain_updates,
+            env(tasks[0]),
+            pretrain_dir,
+            resume=True,
+            dataset_dir=args.dataset_dir,
+            progress=args.progress,
+            log=_log,
+            stop_after=run.pretrain_updates,
         )
     else:
         infom.train(
-            env(tasks[0]), pretrain_dir, config, run, agent=agent, preset=preset_name,
-            dataset_dir=args.dataset_dir, progress=args.progress, log=_log, stop_after=run.pretrain_updates,
+            env(tasks[0]),
+            pretrain_dir,
+            config,
+            run,
+            agent=agent,
+            preset=preset_name,
+            dataset_dir=args.dataset_dir,
+            progress=args.progress,
+            log=_log,
+            stop_after=run.pretrain_updates,
         )
     pretrain_seconds = time.perf_counter() - started
     print(f"pre-training: {pretrain_seconds / 60:.1f} min (dataset generation, if any, included)", flush=True)
@@ -109,28 +126,41 @@ def main() -> None:
             for name in (EVAL_CSV, EVAL_JSON, CURVE_PNG, FINETUNE_CSV, DATA_FILE):
                 (task_dir / name).unlink(missing_ok=True)
         started = time.perf_counter()
-        result = infom.train(env(task), task_dir, resume=True, dataset_dir=args.dataset_dir,
-                             progress=args.progress, log=_log)
+        result = infom.train(
+            env(task), task_dir, resume=True, dataset_dir=args.dataset_dir, progress=args.progress, log=_log
+        )
         seconds = time.perf_counter() - started
         first, last = result.evaluations[0], result.evaluations[-1]
         assert first["finetune_step"] == 0 and last["finetune_step"] == run.finetune_updates
-        rows.append([
-            f"task{task}",
-            f"{first['success_mean']:.2f} +- {first['success_std']:.2f}",
-            f"{last['success_mean']:.2f} +- {last['success_std']:.2f}",
-            " ".join(f"{s:.2f}" for s in last["per_seed_success"]),
-            f"{seconds / 60:.1f}",
-        ])
+        rows.append(
+            [
+                f"task{task}",
+                f"{first['success_mean']:.2f} +- {first['success_std']:.2f}",
+                f"{last['success_mean']:.2f} +- {last['success_std']:.2f}",
+                " ".join(f"{s:.2f}" for s in last["per_seed_success"]),
+                f"{seconds / 60:.1f}",
+            ]
+        )
         curves.append((task, result.evaluations))
-        print(f"task {task}: pre-trained {rows[-1][1]}, {agent.name} {rows[-1][2]} ({seconds / 60:.1f} min)",
-              flush=True)
+        print(
+            f"task {task}: pre-trained {rows[-1][1]}, {agent.name} {rows[-1][2]} ({seconds / 60:.1f} min)",
+            flush=True,
+        )
 
     bc = [float(r[1].split()[0]) for r in rows]
     fin = [float(r[2].split()[0]) for r in rows]
     rows.append(["mean over tasks", f"{np.mean(bc):.2f}", f"{np.mean(fin):.2f}", "", ""])
     print()
-    print_table(["task", "pre-trained actor", f"{agent.name} (fine-tuned)", f"{agent.name} per seed",
-                 "fine-tune + eval min"], rows)
+    print_table(
+        [
+            "task",
+            "pre-trained actor",
+            f"{agent.name} (fine-tuned)",
+            f"{agent.name} per seed",
+            "fine-tune + eval min",
+        ],
+        rows,
+    )
     print(f"\npaper (InFOM, {args.domain} average over its 5 tasks, full budget): {PAPER_INFOM[args.domain]}")
     print(f"pre-training (shared by the tasks): {pretrain_seconds / 60:.1f} min")
     print("\nlearning curves (success mean over seeds per fine-tuning update):")

@@ -11,6 +11,11 @@ in the same process, timed in the same round robin as the updates.
 
     python benchmarks/update_speed.py                     # all settings, 7 timed repeats
     python benchmarks/update_speed.py --settings paper --repeat 5
+    python benchmarks/update_speed.py --settings cpu-preset-standard-gpi --seeds-only --block 8 --repeat 3
+
+`--seeds-only` times just the 3-seed vmapped fine-tuning block with the actor's schedule as a
+branch (the shared, unbatched counter) and as a select (each seed's batched counter), beside one
+seed's block, so that settings with an expensive actor loss finish in minutes.
 """
 
 import argparse
@@ -21,6 +26,7 @@ import subprocess
 import sys
 import time
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -40,7 +46,13 @@ SETTINGS = {
     "paper-4-futures": ((512,) * 4, 512, 4, 10, {}),
     # The paper's setting with the critic's futures drawn by 2 midpoint steps (4 field evaluations
     # instead of 10; see sample_future_solvers.py for its accuracy).
-    "paper-midpoint-2": ((512,) * 4, 512, 16, 10, {"critic_solver": "midpoint", "critic_flow_steps": 2}),
+    "paper-midpoint-2": (
+        (512,) * 4,
+        512,
+        16,
+        10,
+        {"critic_solver": diffrax.Midpoint(), "critic_flow_steps": 2},
+    ),
     "small-16-futures": ((256,) * 3, 128, 16, 10, {}),
     "cpu-preset": ((256,) * 3, 128, 8, 10, {}),
     # The CPU preset with standard GPI: the actor differentiates through the ODE over 8
@@ -96,7 +108,7 @@ def analytic_gflop(
     return tuple(2 * BATCH * macs / 1e9 for macs in (pretrain, finetune, critic_futures))
 
 
-def run_setting(name: str, repeat: int) -> dict:
+def run_setting(name: str, repeat: int, block: int = 20, seeds_only: bool = False) -> dict:
     hidden, latent, futures, steps, extra = SETTINGS[name]
     config = infom.InFOMConfig(
         network=infom.NetworkConfig(hidden_dims=hidden, latent_dim=latent),
@@ -131,7 +143,6 @@ def run_setting(name: str, repeat: int) -> dict:
             s.models, b, key=k, config=config, clip=(s.normalizer.lower, s.normalizer.upper)
         )
     )
-    block = 20
     pre_block = eqx.filter_jit(
         lambda s, k: infom.pretrain_block(s, dataset, key=k, num_updates=block, config=config, optim=optim)
     )
@@ -179,6 +190,11 @@ def run_setting(name: str, repeat: int) -> dict:
         "finetune_block_seeds_branch": functools.partial(seeds_branch, seed_states, seed_keys),
         "finetune_block_seeds_select": functools.partial(seeds_select, seed_states, seed_keys),
     }
+    if seeds_only:
+        calls = {
+            k: calls[k]
+            for k in ("finetune_block", "finetune_block_seeds_branch", "finetune_block_seeds_select")
+        }
     compile_seconds = {}
     for label, call in calls.items():
         started = time.perf_counter()
@@ -195,8 +211,11 @@ def run_setting(name: str, repeat: int) -> dict:
         result[label] = seconds
         result[f"{label}_compile"] = compile_seconds[label] - medians[label]
     result["matmul_gflops"] = 2 * 2048**3 / medians["matmul"] / 1e9
+    result["block"] = block
+    if seeds_only:
+        return result
     evals = (extra.get("critic_flow_steps") or steps) * (
-        2 if extra.get("critic_solver") in ("midpoint", "heun") else 1
+        2 if isinstance(extra.get("critic_solver"), (diffrax.Midpoint, diffrax.Heun)) else 1
     )
     result["gflop"] = analytic_gflop(hidden, latent, futures, steps, critic_evals=evals)
     result["gflop_unsplit"] = analytic_gflop(hidden, latent, futures, steps, split=False, critic_evals=evals)
@@ -210,10 +229,16 @@ def main() -> None:
         "--settings", default=",".join(SETTINGS), help="comma-separated: " + ", ".join(SETTINGS)
     )
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--block", type=int, default=20, help="updates per timed block")
+    parser.add_argument(
+        "--seeds-only",
+        action="store_true",
+        help="time only the 3-seed vmapped block as a branch and as a select, beside one seed's block",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_setting(args.child, args.repeat)))
+        print(json.dumps(run_setting(args.child, args.repeat, args.block, args.seeds_only)))
         return
 
     header(
@@ -223,12 +248,48 @@ def main() -> None:
     results = []
     for name in args.settings.split(","):
         out = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--repeat", str(args.repeat)],
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--repeat",
+                str(args.repeat),
+                "--block",
+                str(args.block),
+            ]
+            + (["--seeds-only"] if args.seeds_only else []),
             check=True,
             capture_output=True,
             text=True,
         ).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
+
+    if args.seeds_only:
+        print_table(
+            [
+                "setting",
+                "updates per block",
+                "one seed: ms/update",
+                "3 seeds, branch: ms/update/seed",
+                "3 seeds, select: ms/update/seed",
+                "branch / select",
+                "matmul GFLOP/s",
+            ],
+            [
+                [
+                    r["setting"],
+                    str(r["block"]),
+                    f"{r['finetune_block'] * 1e3:.1f}",
+                    f"{r['finetune_block_seeds_branch'] * 1e3:.1f}",
+                    f"{r['finetune_block_seeds_select'] * 1e3:.1f}",
+                    f"{r['finetune_block_seeds_branch'] / r['finetune_block_seeds_select']:.2f}",
+                    f"{r['matmul_gflops']:.0f}",
+                ]
+                for r in results
+            ],
+        )
+        return
 
     rows = []
     for r in results:

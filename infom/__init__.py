@@ -13,17 +13,6 @@ import typing
 
 from jaxtyping import install_import_hook
 
-# Configs validate themselves in `__post_init__` (a ValueError naming the field), so they are
-# imported before the hook and accept e.g. `alpha=30` for a float field.
-from ._config import InFOMConfig as InFOMConfig, NetworkConfig as NetworkConfig
-from .run._presets import (
-    PRESETS as PRESETS,
-    Preset as Preset,
-    RunConfig as RunConfig,
-    apply_overrides as apply_overrides,
-    get_preset as get_preset,
-)
-
 
 # Modules that must import without JAX (the command's start) or validate themselves (configs),
 # and the packages above them (which hold no code).

@@ -1,7 +1,12 @@
 """Frozen hyper-parameter dataclasses with the paper's defaults."""
 
 import dataclasses
+from collections.abc import Callable
 from typing import Literal, get_args
+
+import diffrax
+
+from ._heads import mean_heads, min_heads
 
 
 def _check_positive_int(owner: str, name: str, value: object) -> None:
@@ -76,7 +81,8 @@ PolicyExtraction = Literal["implicit_gpi", "standard_gpi", "one_step"]
 CriticIntentions = Literal["prior", "encoder"]
 IntentionSharing = Literal["shared", "per_future"]
 TargetForm = Literal["infom", "td2"]
-CriticSolver = Literal["euler", "midpoint", "heun"]
+# The head aggregations a config can hold and record by name (in `config.json`, on the command line).
+HEAD_AGGREGATIONS = {"min": min_heads, "mean": mean_heads}
 
 
 def _check_choice(owner: str, name: str, value: object, literal: object) -> None:
@@ -112,7 +118,9 @@ class InFOMConfig:
       leaves the encoder no learning signal from the flow; see that function).
     - `actor_freq` (4): the actor is updated every `actor_freq`-th fine-tuning update.
     - `alpha` (10): behaviour-cloning weight of the DDPG + BC actor.
-    - `q_aggregation` ("min"): how the actor combines the critic's heads ("min" or "mean").
+    - `q_aggregation` ([`min_heads`][]): how the actor combines the critic's heads, a function
+      `[..., heads] -> [...]` ([`min_heads`][] or [`mean_heads`][]; "min" / "mean" on the command
+      line and in `config.json`).
     - `normalize_q_loss` (False): divide the actor's Q term by `mean |Q|` (no gradient).
     - `pretrain_bc` (True): train the actor by behaviour cloning during pre-training.
     - `policy_extraction` ("implicit_gpi"): "implicit_gpi" (expectile distillation, the
@@ -125,10 +133,11 @@ class InFOMConfig:
     - `intention_sharing` ("shared"): one intention per state shared by its `N` futures, or
       "per_future" (one per future, what the published numbers were produced with).
     - `num_gpi_intentions` (8): intentions per state for "standard_gpi".
-    - `critic_solver` ("euler"), `critic_flow_steps` (`None`: `num_flow_steps`),
+    - `critic_solver` (`diffrax.Euler()`), `critic_flow_steps` (`None`: `num_flow_steps`),
       `antithetic_futures` (False), `latin_hypercube_futures` (False): how the Monte-Carlo Q
-      draws its `N` futures (the dominant cost of fine-tuning): the diffrax solver ("euler",
-      "midpoint" or "heun", the last two at two field evaluations per step) and its step
+      draws its `N` futures (the dominant cost of fine-tuning): a diffrax solver object
+      (e.g. `diffrax.Midpoint()` or `diffrax.Heun()`, two field evaluations per step; by its
+      lower-case class name on the command line and in `config.json`) and its step
       count, and whether the futures' noise comes in antithetic pairs `(x_0, -x_0)`
       (`num_futures` must then be even) or as a Latin hypercube sample over the `N` futures
       (at most one of the two; see [`sample_future`][]). The
@@ -150,14 +159,14 @@ class InFOMConfig:
     future_intention_gradient: bool = False
     actor_freq: int = 4
     alpha: float = 10.0
-    q_aggregation: Literal["min", "mean"] = "min"
+    q_aggregation: Callable = min_heads
     normalize_q_loss: bool = False
     pretrain_bc: bool = True
     policy_extraction: PolicyExtraction = "implicit_gpi"
     critic_intentions: CriticIntentions = "prior"
     intention_sharing: IntentionSharing = "shared"
     num_gpi_intentions: int = 8
-    critic_solver: CriticSolver = "euler"
+    critic_solver: diffrax.AbstractSolver = diffrax.Euler()
     critic_flow_steps: int | None = None
     antithetic_futures: bool = False
     latin_hypercube_futures: bool = False
@@ -178,11 +187,19 @@ class InFOMConfig:
         if self.alpha < 0:
             raise ValueError(f"{owner}.alpha must be non-negative, got {self.alpha!r}")
         _check_choice(owner, "target_form", self.target_form, TargetForm)
-        _check_choice(owner, "q_aggregation", self.q_aggregation, Literal["min", "mean"])
+        if not callable(self.q_aggregation):
+            raise ValueError(
+                f"{owner}.q_aggregation must be a function of the heads (e.g. infom.min_heads), "
+                f"got {self.q_aggregation!r}"
+            )
         _check_choice(owner, "policy_extraction", self.policy_extraction, PolicyExtraction)
         _check_choice(owner, "critic_intentions", self.critic_intentions, CriticIntentions)
         _check_choice(owner, "intention_sharing", self.intention_sharing, IntentionSharing)
-        _check_choice(owner, "critic_solver", self.critic_solver, CriticSolver)
+        if not isinstance(self.critic_solver, diffrax.AbstractSolver):
+            raise ValueError(
+                f"{owner}.critic_solver must be a diffrax solver object (e.g. diffrax.Midpoint()), "
+                f"got {self.critic_solver!r}"
+            )
         if self.critic_flow_steps is not None and (
             not isinstance(self.critic_flow_steps, int)
             or isinstance(self.critic_flow_steps, bool)

@@ -123,7 +123,9 @@ def sarsa_flow_loss(
     clip: tuple[Float[Array, " obs_dim"], Float[Array, " obs_dim"]] | None = None,
     target_form: Literal["infom", "td2"] = "infom",
     solver: diffrax.AbstractSolver | None = None,
-    future_intention_gradient: bool = False,
+    future_intention: Callable[
+        [Float[Array, "batch latent"]], Float[Array, "batch latent"]
+    ] = jax.lax.stop_gradient,
 ) -> tuple[Scalar, FlowLossAux]:
     """The InFOM pre-training objective (negative ELBO): SARSA flow matching plus KL.
 
@@ -142,13 +144,14 @@ def sarsa_flow_loss(
 
     Stop-gradients: the bootstrapped sample `x~_1`, the target velocity and every output
     of `target_field` carry no gradient (even if `target_field` is `field`); in the future
-    term `z` is stop-gradient, so the encoder learns from the current term and the KL only.
-    That is the reference code's choice, and it leaves the encoder without a learning signal
-    from the flow: the current term's target `s - x_0` is a function of `(t, x_t, s)`, all
-    inputs of `v`, so `z` cannot lower it. With `future_intention_gradient=True`, `z` keeps
-    its gradient where it conditions the *online* field in the future term (the target
-    side, `x~_1` and `v_bar`, stays frozen), as in the ELBO's reconstruction term; the loss
-    value is unchanged, only the encoder's gradient differs.
+    term the online field sees `future_intention(z)`, by default `stop_gradient(z)`, so the
+    encoder learns from the current term and the KL only. That is the reference code's
+    choice, and it leaves the encoder without a learning signal from the flow: the current
+    term's target `s - x_0` is a function of `(t, x_t, s)`, all inputs of `v`, so `z` cannot
+    lower it. With `future_intention=lambda z: z`, `z` keeps its gradient where it conditions
+    the *online* field in the future term (the target side, `x~_1` and `v_bar`, always sees
+    `stop_gradient(z)`), as in the ELBO's reconstruction term; the loss value is unchanged,
+    only the encoder's gradient differs.
 
     With `target_form="td2"` the future term uses TD-flow's TD^2 form instead: `x_t` is the
     target ODE's own point at time `t`, `x_t = psi_bar_t(x_0')` (Euler with
@@ -167,8 +170,10 @@ def sarsa_flow_loss(
     - `clip`: optional `(lower, upper)` bounds for the bootstrapped sample.
     - `target_form`: `"infom"` (default) or `"td2"`.
     - `solver`: a diffrax solver for the bootstrapped sample (Euler by default).
-    - `future_intention_gradient`: let `z` carry gradient into the encoder through the
-      online field's prediction in the future term (default `False`, as the reference).
+    - `future_intention`: the intention the online field is conditioned on in the future
+      term, as a function of the posterior sample `z`: `jax.lax.stop_gradient` (default, the
+      reference) or the identity `lambda z: z` (gradient into the encoder through the future
+      term). Its value must equal `z`: it chooses where gradients flow, not the intention.
 
     The ranges of `gamma`, `kl_weight` and `num_flow_steps` are checked: a `ValueError` for a
     concrete value, an `eqx.error_if` for a traced one (e.g. a `jax.vmap` over `kl_weight`).
@@ -214,7 +219,7 @@ def sarsa_flow_loss(
             solver=solver,
         )
         x_t_future = t_col * x1_future + (1.0 - t_col) * x0_future
-    elif target_form == "td2":
+    else:  # "td2" (the annotation's Literal is checked at the call)
         x_t_future = solve_flow(
             _TimeRescaled(target_field),
             x0_future,
@@ -223,11 +228,9 @@ def sarsa_flow_loss(
             clip=clip,
             solver=solver,
         )
-    else:
-        raise ValueError(f"target_form must be 'infom' or 'td2', got {target_form!r}")
     x_t_future = jax.lax.stop_gradient(x_t_future)
     target_v = jax.lax.stop_gradient(target_velocity(t, x_t_future, target_cond))
-    future_cond = field_conditioning(field, s, a, z if future_intention_gradient else z_frozen)
+    future_cond = field_conditioning(field, s, a, future_intention(z))
     future = jnp.mean(jnp.square(velocity(t, x_t_future, future_cond) - target_v), axis=-1)
 
     kl = jnp.mean(kl_to_prior(intention.mean, intention.log_std)) / max(z.shape[-1], 1)

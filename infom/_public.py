@@ -5,6 +5,9 @@ ever imported after `infom/__init__.py` has installed the jaxtyping import hook,
 function below is shape- and dtype-checked (jaxtyping + beartype, at trace time).
 """
 
+from ._config import InFOMConfig as InFOMConfig, NetworkConfig as NetworkConfig
+from ._diagnostics import IntentionUsage as IntentionUsage, intention_usage as intention_usage
+from ._heads import mean_heads as mean_heads, min_heads as min_heads
 from ._losses import (
     ActorAux as ActorAux,
     FlowLossAux as FlowLossAux,
@@ -54,6 +57,7 @@ from .agents._base import Agent as Agent
 from .agents.bc import BCConfig as BCConfig
 from .agents.infom import (
     FinetuneMetrics as FinetuneMetrics,
+    IntentionDiagnostics as IntentionDiagnostics,
     PretrainMetrics as PretrainMetrics,
     finetune_block as finetune_block,
     finetune_loss as finetune_loss,
@@ -80,6 +84,7 @@ from .data._dataset import (
 )
 from .data._probes import (
     LinearGaussianProbe as LinearGaussianProbe,
+    LinearSystemProbe as LinearSystemProbe,
     TwoIntentionProbe as TwoIntentionProbe,
     sliced_wasserstein as sliced_wasserstein,
     wasserstein_1d as wasserstein_1d,
@@ -119,6 +124,13 @@ from .run._demo import (
     pendulum_behaviours as pendulum_behaviours,
     pendulum_state_reward as pendulum_state_reward,
     run_pendulum_demo as run_pendulum_demo,
+)
+from .run._presets import (
+    PRESETS as PRESETS,
+    Preset as Preset,
+    RunConfig as RunConfig,
+    apply_overrides as apply_overrides,
+    get_preset as get_preset,
 )
 from .run._run import (
     NonFiniteLossError as NonFiniteLossError,

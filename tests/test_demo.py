@@ -32,8 +32,9 @@ TINY = dataclasses.replace(
 def tiny_result():
     # The keyword overrides replace the config's fields: the run's config is TINY.
     config = dataclasses.replace(TINY, num_seeds=5, pretrain_updates=99, finetune_updates=99, eval_episodes=9)
-    return infom.run_pendulum_demo(config=config, seed=3, num_seeds=2, pretrain_updates=8, finetune_updates=8,
-                                   eval_episodes=2)
+    return infom.run_pendulum_demo(
+        config=config, seed=3, num_seeds=2, pretrain_updates=8, finetune_updates=8, eval_episodes=2
+    )
 
 
 # The tiny end-to-end run compiles every phase of the demo (about a minute on 2 quiet cores), so it
@@ -43,7 +44,8 @@ def tiny_result():
 def test_tiny_demo_runs_end_to_end_with_finite_results(tiny_result):
     result = tiny_result
     assert result.seed == 3 and result.config == TINY
-    for returns in (result.infom_returns, result.bc_returns, result.bc_finetuned_returns):
+    assert list(result.baseline_returns) == list(TINY.baselines)
+    for returns in (result.infom_returns, result.bc_returns, *result.baseline_returns.values()):
         assert returns.shape == (TINY.num_seeds,)
         # Pendulum's reward per step lies in [-16.3, 0].
         assert np.all(np.isfinite(returns)) and np.all(returns <= 0) and np.all(returns >= -16.3 * 200)
@@ -52,14 +54,23 @@ def test_tiny_demo_runs_end_to_end_with_finite_results(tiny_result):
     for name, values in result.diagnostics._asdict().items():
         assert values.shape == (TINY.num_seeds,), name
         assert np.all(np.isfinite(values)), name
-    assert set(result.seconds) == {"collect", "pretrain", "finetune", "bc", "evaluate", "total"}
+    assert set(result.seconds) == {"collect", "pretrain", "finetune", *TINY.baselines, "evaluate", "total"}
 
 
 @pytest.mark.slow
 def test_format_demo_result_lists_every_policy_and_seed(tiny_result):
     table = infom.format_demo_result(tiny_result)
-    lines = ("InFOM (fine-tuned)", "BC (pre-trained actor)", "BC (+ fine-tuning data)", "seed 3", "seed 4",
-             "hold_left", "wall time")
+    lines = (
+        "InFOM (fine-tuned)",
+        "BC (pre-trained actor)",
+        "BC (+ fine-tuning data)",
+        "IQL",
+        "ReBRAC",
+        "seed 3",
+        "seed 4",
+        "hold_left",
+        "wall time",
+    )
     for line in lines:
         assert line in table
 
@@ -89,6 +100,6 @@ def test_demo_config_rejects_bad_values_naming_the_field(field, value):
 def test_default_demo_infom_beats_behaviour_cloning():
     result = infom.run_pendulum_demo()
     print(infom.format_demo_result(result))
-    best_bc = np.maximum(result.bc_returns, result.bc_finetuned_returns)
+    best_bc = np.maximum(result.bc_returns, result.baseline_returns["bc"])
     assert np.all(result.infom_returns > best_bc + 100.0)
     assert np.mean(result.infom_returns) > np.mean(best_bc) + 200.0

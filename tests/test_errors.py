@@ -101,6 +101,16 @@ def test_checks_happen_at_trace_time_under_jit(models):
         f(jnp.zeros((B, 4)))
 
 
+def test_an_unknown_choice_names_the_argument(models):
+    """Literal choices are checked by the annotation before the function runs: no branch inside it."""
+    with pytest.raises(TypeCheckError, match="target_form"):
+        infom.sarsa_flow_loss(
+            models.field, models.encoder, models.field, _batch(), key=jr.key(0), target_form="td3"
+        )
+    with pytest.raises(TypeCheckError, match="kind"):
+        infom.fit_normalizer(np.zeros((4, OBS), np.float32), kind="minmax")
+
+
 # --------------------------------------------------------------------------- hyper-parameter ranges
 
 

@@ -6,7 +6,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from infom import LinearGaussianProbe, TwoIntentionProbe, sliced_wasserstein
+from infom import LinearGaussianProbe, LinearSystemProbe, TwoIntentionProbe, sliced_wasserstein
 
 
 TWO = TwoIntentionProbe()
@@ -122,3 +122,50 @@ def test_linear_gaussian_occupancy_density_integrates_to_gamma_and_matches_its_s
     assert abs(density.sum() * step - gamma) < 1e-4
     mean, _ = probe.occupancy_moments(s, a, gamma)
     assert abs((grid * density).sum() * step / gamma - (mean - (1 - gamma) * s) / gamma) < 1e-3
+
+
+# --------------------------------------------------------------------------- the closed-loop linear system
+
+
+SYSTEM = LinearSystemProbe()
+
+
+def test_linear_system_occupancy_matches_simulated_closed_loop_trajectories():
+    """Roll `s' = A s + B a + sigma w`, `a = K s + sigma_a e` out from `(s, a)` and take `s_k` at
+    `k ~ Geometric(1 - gamma)`: its mean, covariance and law are the exact occupancy's."""
+    gamma, n, horizon = 0.9, 20_000, 200
+    rng = np.random.default_rng(0)
+    a_mat, b_mat, gain = (np.asarray(m) for m in (SYSTEM.a_matrix, SYSTEM.b_matrix, SYSTEM.gain))
+    s0, a0 = np.array([0.6, -0.2]), np.array([0.5])
+    states, actions = np.tile(s0, (n, 1)), np.tile(a0, (n, 1))
+    trajectory = [states]
+    for _ in range(horizon):
+        states = states @ a_mat.T + actions @ b_mat.T + SYSTEM.sigma * rng.standard_normal((n, 2))
+        actions = states @ gain.T + SYSTEM.action_std * rng.standard_normal((n, 1))
+        trajectory.append(states)
+    k = np.minimum(rng.geometric(1 - gamma, n) - 1, horizon)
+    simulated = np.stack(trajectory)[k, np.arange(n)]
+    mean, cov = SYSTEM.occupancy_moments(s0, a0, gamma)
+    np.testing.assert_allclose(simulated.mean(axis=0), mean, atol=0.01)
+    np.testing.assert_allclose(np.cov(simulated.T), cov, atol=0.01)
+    exact = SYSTEM.sample_occupancy(1, s0, a0, gamma, n)
+    floor = sliced_wasserstein(SYSTEM.sample_occupancy(2, s0, a0, gamma, n), exact)
+    assert sliced_wasserstein(simulated, exact) < max(2.5 * floor, 0.01)
+
+
+def test_linear_system_batches_are_stationary_and_follow_the_policy():
+    batch = SYSTEM.sample_batch(jr.key(0), 50_000)
+    s, a, s_next = (
+        np.asarray(x, np.float64) for x in (batch.observations, batch.actions, batch.next_observations)
+    )
+    np.testing.assert_allclose(np.cov(s.T), SYSTEM.stationary_cov, atol=0.01)
+    np.testing.assert_allclose(np.cov(s_next.T), SYSTEM.stationary_cov, atol=0.01)
+    residual = a - s @ np.asarray(SYSTEM.gain).T
+    np.testing.assert_allclose(residual.std(), SYSTEM.action_std, rtol=0.02)
+
+
+def test_linear_system_rejects_an_unstable_loop_and_bad_shapes():
+    with pytest.raises(ValueError, match="stable"):
+        LinearSystemProbe(gain=((1.0, 1.0),))
+    with pytest.raises(ValueError, match="b_matrix"):
+        LinearSystemProbe(b_matrix=((0.0, 1.0),))

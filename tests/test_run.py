@@ -76,6 +76,7 @@ def test_run_directory_holds_config_metrics_evaluations_curve_and_checkpoint(fin
         "checkpoint-000000030.eqx",  # the previous one is kept
         "pretrain_metrics.csv",
         "finetune_metrics.csv",
+        "diagnostics.csv",
         "eval.csv",
         "eval.json",
         "learning_curve.png",
@@ -88,6 +89,14 @@ def test_run_directory_holds_config_metrics_evaluations_curve_and_checkpoint(fin
     assert all(row["num_seeds"] == 2 for row in result.evaluations)
     lines = (run_dir / "pretrain_metrics.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 2  # header + 2 blocks x 2 seeds
+    lines = (run_dir / "diagnostics.csv").read_text().splitlines()
+    assert lines[0] == "step,phase,seed,intention_kl,active_dims,future_shift,q_shift"
+    assert [line.split(",")[:3] for line in lines[1:]] == [
+        [str(step), phase, str(seed)]
+        for step, phase in ((10, "pretrain"), (20, "pretrain"), (30, "finetune"), (40, "finetune"))
+        for seed in (0, 1)
+    ]
+    assert all(np.isfinite(float(x)) for line in lines[1:] for x in line.split(",")[3:])
     assert (run_dir / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -116,9 +125,8 @@ def test_killed_and_resumed_run_ends_with_the_same_parameters(tmp_path, finished
     for a, b in zip(_params(resumed), _params(uninterrupted), strict=True):
         np.testing.assert_array_equal(a, b)
     assert result.evaluations == finished[1].evaluations
-    assert (run_dir / "finetune_metrics.csv").read_text() == (
-        finished[0] / "finetune_metrics.csv"
-    ).read_text()
+    for name in ("finetune_metrics.csv", "diagnostics.csv"):
+        assert (run_dir / name).read_text() == (finished[0] / name).read_text(), name
 
 
 def test_non_finite_loss_stops_with_a_diagnosis_and_keeps_the_checkpoint(tmp_path, data):
@@ -222,6 +230,28 @@ def test_overrides_parse_types_and_reject_unknown_keys():
         infom.apply_overrides(CONFIG, RUN, ["target_form=q"])
     with pytest.raises(ValueError, match="block_size"):
         infom.apply_overrides(CONFIG, RUN, ["block_size=7"])
+
+
+def test_solver_and_head_aggregation_objects_are_set_and_recorded_by_name():
+    """`critic_solver` and `q_aggregation` hold objects (a diffrax solver, a function of the heads);
+    the command line and `config.json` name them, and the record reads back to equal objects."""
+    import diffrax
+
+    from infom.run._presets import config_from_dict, config_to_dict
+
+    config, run = infom.apply_overrides(CONFIG, RUN, ["critic_solver=Midpoint", "q_aggregation=mean"])
+    assert config.critic_solver == diffrax.Midpoint() and config.q_aggregation is infom.mean_heads
+    record = json.loads(json.dumps(config_to_dict("infom", config, run)))
+    assert record["config"]["critic_solver"] == "midpoint" and record["config"]["q_aggregation"] == "mean"
+    assert config_from_dict(record, infom.InFOMConfig) == (config, run)
+    with pytest.raises(ValueError, match="critic_solver must be one of .*'heun'.*got 'rk4'"):
+        infom.apply_overrides(CONFIG, RUN, ["critic_solver=rk4"])
+    with pytest.raises(ValueError, match="q_aggregation must be one of"):
+        infom.apply_overrides(CONFIG, RUN, ["q_aggregation=max"])
+    # An object the run directory could not name is refused before anything is written.
+    custom = dataclasses.replace(config, q_aggregation=lambda q: q.max(axis=-1))
+    with pytest.raises(ValueError, match="q_aggregation=.*cannot be recorded in config.json"):
+        config_to_dict("infom", custom, run)
 
 
 def test_presets_carry_the_paper_settings():

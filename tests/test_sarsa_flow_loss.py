@@ -180,21 +180,25 @@ def test_encoder_learns_only_from_current_term_and_kl(models, target_field, getk
     assert not _is_zero(encoder_grad)
 
 
-def test_future_intention_gradient_changes_only_the_encoders_gradient(models, target_field, getkey):
-    """With `future_intention_gradient=True` the loss and the field's gradient are unchanged;
+def _identity(z):
+    return z
+
+
+def test_future_intention_with_gradient_changes_only_the_encoders_gradient(models, target_field, getkey):
+    """With `future_intention=identity` the loss and the field's gradient are unchanged;
     the encoder also learns from the future term (nonzero gradient of that term alone)."""
     batch, key = _batch(getkey()), getkey()
     loss_off, aux_off = infom.sarsa_flow_loss(models.field, models.encoder, target_field, batch, key=key)
     loss_on, aux_on = infom.sarsa_flow_loss(
-        models.field, models.encoder, target_field, batch, key=key, future_intention_gradient=True
+        models.field, models.encoder, target_field, batch, key=key, future_intention=_identity
     )
     assert float(loss_off) == float(loss_on) and aux_off == aux_on
     off = _grads(models, target_field, batch, key)
-    on = _grads(models, target_field, batch, key, future_intention_gradient=True)
+    on = _grads(models, target_field, batch, key, future_intention=_identity)
     assert tree_allclose(off[0], on[0], rtol=1e-6, atol=1e-8)
     assert not tree_allclose(off[1], on[1], rtol=1e-3, atol=1e-6)
     _, encoder_grad, target_grad = _grads(
-        models, target_field, batch, key, future_only=True, future_intention_gradient=True
+        models, target_field, batch, key, future_only=True, future_intention=_identity
     )
     assert not _is_zero(encoder_grad) and _is_zero(target_grad)
 

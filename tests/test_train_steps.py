@@ -250,6 +250,7 @@ def test_policy_actions_normalise_raw_observations_and_clip(state, dataset):
         ("kl_weight", -1.0),
         ("learning_rate", 0.0),
         ("critic_solver", "rk4"),
+        ("q_aggregation", "min"),
         ("critic_flow_steps", -1),
         ("critic_flow_steps", 0),
         ("antithetic_futures", True),
@@ -273,7 +274,7 @@ def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dat
 
     config = dataclasses.replace(
         CONFIG,
-        critic_solver="midpoint",
+        critic_solver=diffrax.Midpoint(),
         critic_flow_steps=3,
         antithetic_futures=True,
         critic_intentions="encoder",
@@ -302,7 +303,7 @@ def test_critic_sampling_options_equal_sample_future_with_that_solver(state, dat
         batch,
         key=key,
         config=dataclasses.replace(
-            config, critic_solver="euler", critic_flow_steps=None, antithetic_futures=False
+            config, critic_solver=diffrax.Euler(), critic_flow_steps=None, antithetic_futures=False
         ),
     )
     assert not np.allclose(got, default)

@@ -41,6 +41,9 @@ class Agent(NamedTuple):
     - `preset_config(preset) -> config`: the agent's config for a named [`Preset`][] (its
       domain's settings from the authors, its budget's network sizes); `None` if the agent
       has no presets.
+    - `diagnose(online, target, batch, *, key, config, normalizer) -> metrics`: measurements
+      of the models that no loss computes (a `NamedTuple` of scalars), taken once per training
+      block by the run and written to `diagnostics.csv`; `None` if the agent has none.
     """
 
     name: str
@@ -52,3 +55,4 @@ class Agent(NamedTuple):
     start_finetuning: Callable[[Any, Any, Any], tuple[Any, Any]]
     act: Callable[[Any, Any], Any]
     preset_config: Callable[[Any], Any] | None = None
+    diagnose: Callable[..., tuple] | None = None

@@ -7,7 +7,6 @@ ensemble, actor); target: the EMA vector field `v_bar`.
 
 from typing import NamedTuple
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -16,6 +15,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, Scalar
 
 from .._config import InFOMConfig
+from .._diagnostics import intention_usage
 from .._losses import (
     ActorAux,
     actor_loss,
@@ -81,6 +81,10 @@ def _clip(normalizer: Normalizer, config: InFOMConfig) -> tuple[Array, Array] | 
     return normalizer.lower, normalizer.upper
 
 
+def _identity(z: Array) -> Array:
+    return z
+
+
 def _flow_terms(models: Models, target_field: VectorField, batch: Batch, key, config, clip):
     return sarsa_flow_loss(
         models.field,
@@ -93,7 +97,7 @@ def _flow_terms(models: Models, target_field: VectorField, batch: Batch, key, co
         num_flow_steps=config.num_flow_steps,
         clip=clip,
         target_form=config.target_form,
-        future_intention_gradient=config.future_intention_gradient,
+        future_intention=_identity if config.future_intention_gradient else jax.lax.stop_gradient,
     )
 
 
@@ -134,9 +138,6 @@ def _critic_intentions(models: Models, batch: Batch, key: PRNGKeyArray, config: 
     return posterior.mean[None] + jnp.exp(posterior.log_std)[None] * eps
 
 
-_CRITIC_SOLVERS = {"euler": diffrax.Euler, "midpoint": diffrax.Midpoint, "heun": diffrax.Heun}
-
-
 def _critic_noise(config: InFOMConfig, futures_axis: int) -> AbstractNoise:
     """The noise builder of the critic's futures, from the config's choice (resolved once, at trace time)."""
     if config.antithetic_futures:
@@ -150,7 +151,7 @@ def _critic_sampling(config: InFOMConfig, *, futures_axis: int) -> dict:
     """`sample_future` options of the Monte-Carlo Q's futures (see `InFOMConfig.critic_solver`)."""
     return dict(
         num_steps=config.num_flow_steps if config.critic_flow_steps is None else config.critic_flow_steps,
-        solver=_CRITIC_SOLVERS[config.critic_solver](),
+        solver=config.critic_solver,
         noise=_critic_noise(config, futures_axis),
     )
 
@@ -205,8 +206,7 @@ def _q_function(models: Models, key: PRNGKeyArray, config: InFOMConfig, clip):
 
         return gpi_q
     critic = frozen(models.critic)
-    aggregate = jnp.min if config.q_aggregation == "min" else jnp.mean
-    return lambda observations, actions: aggregate(critic_values(critic, observations, actions), axis=-1)
+    return lambda observations, actions: config.q_aggregation(critic_values(critic, observations, actions))
 
 
 def finetune_loss(
@@ -327,6 +327,54 @@ def act(online: Models, observations: Float[Array, "batch obs_dim"]) -> Float[Ar
     return jnp.clip(jax.vmap(online.actor)(observations), -1.0, 1.0)
 
 
+class IntentionDiagnostics(NamedTuple):
+    """[`intention_usage`][] of the online models on one batch, as scalars (see
+    [`IntentionUsage`][]): `intention_kl`, the posterior's KL to the prior summed over latent
+    dimensions (nats); `active_dims`, the latent dimensions whose mean KL exceeds
+    `ACTIVE_DIM_KL` nats; `future_shift` and `q_shift` (the latter reads the reward model,
+    which learns only during fine-tuning)."""
+
+    intention_kl: Scalar
+    active_dims: Scalar
+    future_shift: Scalar
+    q_shift: Scalar
+
+
+ACTIVE_DIM_KL = 0.01
+"""Mean KL (nats) above which a latent dimension counts as used by the encoder."""
+
+
+def diagnose(
+    online: Models,
+    target: VectorField,
+    batch: Batch,
+    *,
+    key: PRNGKeyArray,
+    config: InFOMConfig,
+    normalizer: Normalizer,
+) -> IntentionDiagnostics:
+    """How much the online occupancy model uses its intention ([`intention_usage`][] with 8
+    prior intentions x 8 shared noises per state, `config.num_flow_steps` Euler steps)."""
+    del target
+    usage = intention_usage(
+        online.field,
+        online.encoder,
+        batch,
+        key=key,
+        num_intentions=8,
+        num_futures=8,
+        num_steps=config.num_flow_steps,
+        reward_fn=online.reward,
+        gamma=config.gamma,
+        clip=_clip(normalizer, config),
+    )
+    assert usage.q_shift is not None
+    kl = usage.kl_per_dim
+    return IntentionDiagnostics(
+        jnp.sum(kl), jnp.sum(kl > ACTIVE_DIM_KL).astype(kl.dtype), usage.future_shift, usage.q_shift
+    )
+
+
 AGENT = Agent(
     name="infom",
     config_type=InFOMConfig,
@@ -337,6 +385,7 @@ AGENT = Agent(
     start_finetuning=_start_finetuning,
     act=act,
     preset_config=lambda preset: preset.infom,
+    diagnose=diagnose,
 )
 """InFOM on the common training layer."""
 

@@ -364,10 +364,8 @@ def fit_normalizer(
         span = high - low
         shift = (high + low) / 2.0
         scale = np.where(span > _BOUNDED_MIN_RANGE, span / 2.0, 1.0)
-    elif kind == "none":
+    else:  # "none" (the annotation's Literal is checked at the call)
         shift, scale = np.zeros_like(low), np.ones_like(low)
-    else:
-        raise ValueError(f"fit_normalizer: `kind` must be one of {get_args(NormalizerKind)}, got {kind!r}")
     shift32 = jnp.asarray(shift, jnp.float32)
     scale32 = jnp.asarray(scale, jnp.float32)
     # The bounds are the extremes of the normalised data as float32 computes it, so that

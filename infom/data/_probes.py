@@ -115,6 +115,122 @@ class LinearGaussianProbe:
         return means[k] + np.sqrt(var[k]) * rng.standard_normal(n)
 
 
+@dataclasses.dataclass(frozen=True)
+class LinearSystemProbe:
+    """A multi-dimensional linear-Gaussian system under a fixed closed-loop linear policy.
+
+    Dynamics `s' = A s + B a + sigma w`, policy `a = K s + sigma_a e` (`w, e ~ N(0, I)`), so the
+    closed loop is `s' = F s + n` with `F = A + B K` and noise covariance
+    `Q = sigma_a^2 B B^T + sigma^2 I`. States are drawn from the stationary law `N(0, S)`, with `S`
+    solving `S = F S F^T + Q`. Given `(s_0, a_0) = (s, a)`, `s_k ~ N(m_k, C_k)` for `k >= 1` with
+    `m_1 = A s + B a`, `C_1 = sigma^2 I`, `m_(k+1) = F m_k`, `C_(k+1) = F C_k F^T + Q`, and the
+    discounted occupancy `(1 - gamma) delta_s + sum_(k>=1) (1 - gamma) gamma^k N(m_k, C_k)` is an
+    explicit mixture.
+
+    The default is a damped double integrator (position, velocity; time step 0.1) under a PD
+    policy: the closed loop's eigenvalues have modulus 0.93, a memory of about 14 steps, so at
+    `gamma = 0.99` (horizon 100) the occupancy is spread over several time constants.
+    """
+
+    a_matrix: tuple[tuple[float, ...], ...] = ((1.0, 0.1), (0.0, 1.0))
+    b_matrix: tuple[tuple[float, ...], ...] = ((0.0,), (0.1,))
+    gain: tuple[tuple[float, ...], ...] = ((-1.0, -1.5),)
+    sigma: float = 0.1
+    action_std: float = 1.0
+
+    def __post_init__(self):
+        a, b, k = self._matrices()
+        d, m = a.shape[0], b.shape[1]
+        if a.shape != (d, d) or b.shape != (d, m) or k.shape != (m, d):
+            raise ValueError(
+                "LinearSystemProbe: a_matrix must be [d, d], b_matrix [d, m] and gain [m, d], got "
+                f"{a.shape}, {b.shape} and {k.shape}"
+            )
+        radius = float(np.max(np.abs(np.linalg.eigvals(a + b @ k))))
+        if radius >= 1:
+            raise ValueError(
+                f"LinearSystemProbe: the closed loop A + B K must be stable, spectral radius {radius:.3f}"
+            )
+        if self.sigma <= 0 or self.action_std < 0:
+            raise ValueError("LinearSystemProbe: sigma must be positive and action_std non-negative")
+
+    def _matrices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        a, b, k = (np.asarray(m, np.float64) for m in (self.a_matrix, self.b_matrix, self.gain))
+        return a, b, k
+
+    @property
+    def obs_dim(self) -> int:
+        return len(self.a_matrix)
+
+    @property
+    def action_dim(self) -> int:
+        return len(self.gain)
+
+    @property
+    def closed_loop(self) -> np.ndarray:
+        """`F = A + B K`."""
+        a, b, k = self._matrices()
+        return a + b @ k
+
+    @property
+    def noise_cov(self) -> np.ndarray:
+        """`Q = sigma_a^2 B B^T + sigma^2 I`."""
+        _, b, _ = self._matrices()
+        return self.action_std**2 * b @ b.T + self.sigma**2 * np.eye(self.obs_dim)
+
+    @property
+    def stationary_cov(self) -> np.ndarray:
+        """`S = sum_j F^j Q (F^T)^j`, the solution of `S = F S F^T + Q`."""
+        f, q = self.closed_loop, self.noise_cov
+        d = self.obs_dim
+        vec = np.linalg.solve(np.eye(d * d) - np.kron(f, f), q.reshape(-1))
+        return vec.reshape(d, d)
+
+    def sample_batch(self, key: PRNGKeyArray, batch_size: int) -> Batch:
+        """Draws SARSA transitions `(s, a, s', a')` from the stationary closed loop (jittable)."""
+        s_key, e_key, w_key, e2_key = jr.split(key, 4)
+        a_mat, b_mat, gain = (jnp.asarray(m, jnp.float32) for m in self._matrices())
+        chol = jnp.asarray(np.linalg.cholesky(self.stationary_cov), jnp.float32)
+        s = jr.normal(s_key, (batch_size, self.obs_dim)) @ chol.T
+        a = s @ gain.T + self.action_std * jr.normal(e_key, (batch_size, self.action_dim))
+        s_next = s @ a_mat.T + a @ b_mat.T + self.sigma * jr.normal(w_key, (batch_size, self.obs_dim))
+        a_next = s_next @ gain.T + self.action_std * jr.normal(e2_key, (batch_size, self.action_dim))
+        return Batch(s, a, s_next, a_next, jnp.zeros(batch_size), jnp.ones(batch_size))
+
+    def _components(
+        self, s: np.ndarray, a: np.ndarray, gamma: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        horizon = max(1, math.ceil(math.log(1e-10) / math.log(gamma))) if gamma > 0 else 1
+        weights = (1 - gamma) * gamma ** np.arange(horizon + 1, dtype=np.float64)
+        weights[-1] += gamma ** (horizon + 1)  # tail mass (negligible) on the last component
+        a_mat, b_mat, _ = self._matrices()
+        f, q, d = self.closed_loop, self.noise_cov, self.obs_dim
+        means = np.empty((horizon + 1, d))
+        covs = np.zeros((horizon + 1, d, d))
+        means[0] = np.asarray(s, np.float64)
+        means[1] = a_mat @ np.asarray(s, np.float64) + b_mat @ np.asarray(a, np.float64)
+        covs[1] = self.sigma**2 * np.eye(d)
+        for k in range(2, horizon + 1):
+            means[k] = f @ means[k - 1]
+            covs[k] = f @ covs[k - 1] @ f.T + q
+        return weights, means, covs
+
+    def occupancy_moments(self, s: np.ndarray, a: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+        """Exact mean `[d]` and covariance `[d, d]` of the discounted occupancy `p(s_f | s, a)`."""
+        weights, means, covs = self._components(s, a, gamma)
+        mean = np.sum(weights[:, None] * means, axis=0)
+        second = np.sum(weights[:, None, None] * (covs + means[:, :, None] * means[:, None, :]), axis=0)
+        return mean, second - np.outer(mean, mean)
+
+    def sample_occupancy(self, seed: int, s: np.ndarray, a: np.ndarray, gamma: float, n: int) -> np.ndarray:
+        """`n` exact samples `[n, d]` of `s_f ~ p(s_f | s, a)` (NumPy, float64)."""
+        rng = np.random.default_rng(seed)
+        weights, means, covs = self._components(s, a, gamma)
+        k = rng.choice(len(weights), size=n, p=weights / weights.sum())
+        chol = np.linalg.cholesky(covs + 1e-300 * np.eye(self.obs_dim))  # k = 0: the point mass at s
+        return means[k] + np.einsum("nij,nj->ni", chol[k], rng.standard_normal((n, self.obs_dim)))
+
+
 def _geometric(key: PRNGKeyArray, gamma: ScalarLike, shape: tuple[int, ...]) -> Int[Array, "..."]:
     """`k ~ Geometric(1 - gamma)` on `{0, 1, ...}`: `P(k >= m) = gamma^m` (`k = 0` if `gamma = 0`)."""
     u = jr.uniform(key, shape, minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)

@@ -1,11 +1,15 @@
 """Run schedules and the named presets: the paper's per-domain settings and CPU budgets."""
 
+import collections.abc
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Literal, get_args
 
-from .._config import InFOMConfig, NetworkConfig
+import diffrax
+
+from .._config import HEAD_AGGREGATIONS, InFOMConfig, NetworkConfig
 from .._literals import NormalizerKind
 from ..envs.ogbench._names import OGBENCH_DOMAINS
 
@@ -214,8 +218,34 @@ def default_preset_name(env_name: str) -> str:
 # --------------------------------------------------------------------------- overrides
 
 
+def _solver_classes() -> dict[str, type]:
+    """diffrax's fixed-step explicit ODE solvers by lower-case class name ("euler", "midpoint", ...)."""
+    return {
+        name.lower(): cls
+        for name, cls in vars(diffrax).items()
+        if isinstance(cls, type)
+        and issubclass(cls, diffrax.AbstractSolver)
+        and not getattr(cls, "__abstractmethods__", None)
+        and name.lower() in _SOLVER_NAMES
+    }
+
+
+# The solvers the command line and `config.json` can name: explicit Runge-Kutta methods, which
+# `solve_flow` runs with a constant step size.
+_SOLVER_NAMES = ("euler", "midpoint", "heun", "ralston", "bosh3", "tsit5", "dopri5", "dopri8")
+
+
 def _parse_value(text: str, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
+    if annotation is diffrax.AbstractSolver:
+        solvers = _solver_classes()
+        if text.lower() not in solvers:
+            raise ValueError(f"{key} must be one of {tuple(solvers)} (a diffrax solver), got {text!r}")
+        return solvers[text.lower()]()
+    if annotation is Callable or origin is collections.abc.Callable:
+        if text not in HEAD_AGGREGATIONS:
+            raise ValueError(f"{key} must be one of {tuple(HEAD_AGGREGATIONS)}, got {text!r}")
+        return HEAD_AGGREGATIONS[text]
     if origin is Literal:
         choices = get_args(annotation)
         if text not in choices:
@@ -251,6 +281,14 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
     raise ValueError(f"{key} cannot be set from the command line")
 
 
+def _is_config(hint: Any) -> bool:
+    """A nested config (a dataclass of settings), not an object a field holds (a diffrax solver is a
+    dataclass too)."""
+    return dataclasses.is_dataclass(hint) and not (
+        isinstance(hint, type) and issubclass(hint, diffrax.AbstractSolver)
+    )
+
+
 def _fields(cls: type) -> dict[str, Any]:
     # The fields' own annotations (`typing.get_type_hints` returns nothing for classes marked
     # `typing.no_type_check`, as the agents' configs are).
@@ -260,7 +298,7 @@ def _fields(cls: type) -> dict[str, Any]:
 def _config_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for name, hint in _fields(cls).items():
-        if dataclasses.is_dataclass(hint):
+        if _is_config(hint):
             keys += _config_keys(hint, f"{prefix}{name}.")
         else:
             keys.append(prefix + name)
@@ -280,9 +318,9 @@ def _replace(config: Any, changes: dict[str, str], owner_keys: list[str]) -> Any
     nested: dict[str, dict[str, str]] = {}
     for key, text in changes.items():
         head, dot, rest = key.partition(".")
-        if dot and head in fields and dataclasses.is_dataclass(fields[head]):
+        if dot and head in fields and _is_config(fields[head]):
             nested.setdefault(head, {})[rest] = text
-        elif not dot and head in fields and not dataclasses.is_dataclass(fields[head]):
+        elif not dot and head in fields and not _is_config(fields[head]):
             direct[head] = _parse_value(text, fields[head], key)
         else:
             raise ValueError(f"unknown setting {key!r}; known: {', '.join(owner_keys)}")
@@ -317,7 +355,9 @@ def _from_dict(cls: type, record: dict[str, Any]) -> Any:
         if name not in record:
             continue  # a field added since the record was written keeps its default
         value = record[name]
-        if dataclasses.is_dataclass(hint):
+        if hint is diffrax.AbstractSolver or hint is Callable:
+            value = _parse_value(value, hint, f"{cls.__name__}.{name}")
+        elif _is_config(hint):
             value = _from_dict(hint, value)
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             value = tuple(value)
@@ -325,9 +365,38 @@ def _from_dict(cls: type, record: dict[str, Any]) -> Any:
     return cls(**values)
 
 
+def _to_record(config: Any) -> dict[str, Any]:
+    """A config's fields as JSON values: solvers and head aggregations by their names."""
+    record = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, diffrax.AbstractSolver):
+            name = type(value).__name__.lower()
+            if name not in _solver_classes() or value != _solver_classes()[name]():
+                raise ValueError(
+                    f"{type(config).__name__}.{field.name}={value!r} cannot be recorded in config.json: "
+                    f"the run directory names its solver as one of {tuple(_solver_classes())}"
+                )
+            value = name
+        elif field.type is Callable:
+            names = [name for name, function in HEAD_AGGREGATIONS.items() if function is value]
+            if not names:
+                raise ValueError(
+                    f"{type(config).__name__}.{field.name}={value!r} cannot be recorded in config.json: "
+                    f"the run directory names it as one of {tuple(HEAD_AGGREGATIONS)}"
+                )
+            value = names[0]
+        elif dataclasses.is_dataclass(value):
+            value = _to_record(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        record[field.name] = value
+    return record
+
+
 def config_to_dict(agent_name: str, config: Any, run: RunConfig) -> dict[str, Any]:
     """A JSON-serialisable record of an agent's name, its config and the run schedule."""
-    return {"agent": agent_name, "config": dataclasses.asdict(config), "run": dataclasses.asdict(run)}
+    return {"agent": agent_name, "config": _to_record(config), "run": dataclasses.asdict(run)}
 
 
 def config_from_dict(record: dict[str, Any], config_type: type) -> tuple[Any, RunConfig]:

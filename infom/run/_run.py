@@ -36,7 +36,7 @@ from ..training._checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..training._keys import block_keys, init_keys
+from ..training._keys import block_keys, diagnostics_key, init_keys
 from ..training._train import (
     TrainState,
     agent_actions,
@@ -44,6 +44,7 @@ from ..training._train import (
     init_state,
     make_optimizer,
     seeds_block,
+    seeds_diagnostics,
 )
 from ._presets import RunConfig, config_from_dict, config_to_dict
 from ._progress import JobProgress, Phase
@@ -53,6 +54,7 @@ CONFIG_FILE = "config.json"
 NORMALIZER_FILE = "normalizer.npz"
 PRETRAIN_CSV = "pretrain_metrics.csv"
 FINETUNE_CSV = "finetune_metrics.csv"
+DIAGNOSTICS_CSV = "diagnostics.csv"
 EVAL_CSV = "eval.csv"
 EVAL_JSON = "eval.json"
 CURVE_PNG = "learning_curve.png"
@@ -557,7 +559,9 @@ def train(
     file's identity and SHA-256, and a fingerprint of the loaded arrays), `normalizer.npz`,
     `checkpoint-STEP.eqx` + `checkpoint-STEP.json` (all seeds' [`TrainState`][]s and their
     size and SHA-256; the newest two are kept), `pretrain_metrics.csv` /
-    `finetune_metrics.csv` (block means per seed), `eval.csv` (success rate and return per
+    `finetune_metrics.csv` (block means per seed), `diagnostics.csv` (the agent's
+    `diagnose` after every block, per seed: for InFOM, how much the model uses its intention,
+    [`IntentionDiagnostics`][]), `eval.csv` (success rate and return per
     evaluation and seed), `eval.json` (mean and std over seeds) and `learning_curve.png`.
 
     Data: files that hold another dataset than the run asks for (other episode counts,
@@ -752,7 +756,7 @@ def _train_loop(
         save_checkpoint(run_dir, states)  # so that even a failure in the first block loses nothing
     states_out.append(states)
     step = _states_step(states)
-    for name in (PRETRAIN_CSV, FINETUNE_CSV, EVAL_CSV):
+    for name in (PRETRAIN_CSV, FINETUNE_CSV, EVAL_CSV, DIAGNOSTICS_CSV):
         _truncate_csv(run_dir / name, step)
     if resume:
         log(f"resuming {run_dir} at update {step}")
@@ -807,6 +811,12 @@ def _train_loop(
         )
         metrics = jax.tree.map(np.asarray, metrics)  # waits for the block
         seconds = time.perf_counter() - started
+        diagnostics = None
+        if agent.diagnose is not None:
+            diagnostics = seeds_diagnostics(
+                agent, new_states, dataset, key=diagnostics_key(run.seed, block_index), config=config
+            )
+            diagnostics = jax.tree.map(np.asarray, diagnostics)
         with deferred_interrupts():
             _check_finite(metrics, step, phase)
             _append_csv(
@@ -814,6 +824,20 @@ def _train_loop(
                 ["step", "seed", *metrics._fields],
                 _metric_rows(metrics, step, run.seed),
             )
+            if diagnostics is not None:
+                _append_csv(
+                    run_dir / DIAGNOSTICS_CSV,
+                    ["step", "phase", "seed", *diagnostics._fields],
+                    [
+                        {
+                            "step": step + run.block_size,
+                            "phase": phase,
+                            "seed": run.seed + i,
+                            **{k: float(v[i]) for k, v in diagnostics._asdict().items()},
+                        }
+                        for i in range(run.num_seeds)
+                    ],
+                )
             states = new_states
             states_out[0] = states
             step += run.block_size

@@ -13,7 +13,9 @@ jax.random.key(s)
                                 seed only: fold_in(., DATA = 0) collects data,
                                 fold_in(., EVALUATION = 1) draws evaluation episodes (the same
                                 for every policy: common random numbers),
-                                fold_in(., DIAGNOSTICS = 2) samples diagnostics
+                                fold_in(., DIAGNOSTICS = 2) samples diagnostics:
+                                fold_in(., b) those after block b, split into
+                                (batch, measurement)
 ```
 
 Why only `fold_in`: with JAX's partitionable threefry (the default), `split(k, n)[i]` equals
@@ -59,3 +61,9 @@ def run_key(seed: int, stream: int) -> Key[Array, ""]:
     """A draw shared by every seed of a run whose first seed is `seed` (`DATA`, `EVALUATION` or
     `DIAGNOSTICS`)."""
     return jr.fold_in(jr.fold_in(jr.key(seed), RUN), stream)
+
+
+def diagnostics_key(seed: int, block_index: int) -> Key[Array, ""]:
+    """The key of the diagnostics taken after training block `block_index`, shared by the seeds
+    of a run whose first seed is `seed`."""
+    return jr.fold_in(run_key(seed, DIAGNOSTICS), block_index)

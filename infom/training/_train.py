@@ -217,3 +217,25 @@ def seeds_block(
             first_step=first_step,
         )
     )(states, keys)
+
+
+@eqx.filter_jit
+def seeds_diagnostics(
+    agent: Any,
+    states: TrainState,
+    dataset: Dataset,
+    *,
+    key: PRNGKeyArray,
+    config: Any,
+) -> tuple:
+    """`agent.diagnose` for every seed of the stacked `states`, on one batch of `dataset` shared
+    by the seeds (common random numbers: the seeds' numbers differ only by their models).
+    `key` is split into `(batch, measurement)`. Returns the agent's diagnostics, each field
+    `[num_seeds]`."""
+    batch_key, measure_key = jr.split(key)
+    batch = sample_batch(dataset, batch_key, config.batch_size)
+    return eqx.filter_vmap(
+        lambda state: agent.diagnose(
+            state.models, state.target, batch, key=measure_key, config=config, normalizer=state.normalizer
+        )
+    )(states)
