@@ -27,6 +27,10 @@ exact process at every update:
   term (as in the reference code), so the encoder learns from the current term and the KL only;
 - `infom-zgrad`: as `infom` with `future_intention=lambda z: z`: `z` keeps its gradient where
   it conditions the online field in the future term;
+- `infom-context` (2-goal only): as `infom-zgrad`, with the intention encoded from a context
+  pair of the same user drawn independently of the transition
+  (`sarsa_flow_loss(..., context=...)`, `TwoIntentionProbe.sample_context_batch`) instead of
+  the transition's own `(s', a')`; evaluated with intentions encoded from such pairs;
 - `mc`: Monte-Carlo conditional flow matching: the target `x_1 = s_k` is a future state of the
   same trajectory, `k ~ Geometric(1 - gamma)` on `{0, 1, ...}` (`k = 0` with probability
   `1 - gamma`), drawn with `sample_future_batch` (the exact law of the simulated process);
@@ -63,7 +67,7 @@ import infom
 from infom.data._probes import LinearGaussianProbe, TwoIntentionProbe, sliced_wasserstein, wasserstein_1d
 
 
-METHODS = ("infom", "td2", "infom-zgrad", "mc")
+METHODS = ("infom", "td2", "infom-zgrad", "infom-context", "mc")
 NUM_SAMPLES = 4000
 HIDDEN, LATENT, BATCH_SIZE, LEARNING_RATE, KL_WEIGHT = (64, 64, 64), 2, 256, 1e-3, 0.05
 FINE_STEPS, DEFAULT_STEPS = 100, 10
@@ -131,7 +135,11 @@ def make_trainer(problem: Problem, method: str, *, steps: int, tau: float, kl_we
         if method == "mc":
             batch, futures = problem.sample_future_batch(batch_key, BATCH_SIZE, gamma)
             return mc_flow_loss(field, encoder, batch, futures, key=loss_key, kl_weight=kl_weight)
-        batch = problem.sample_batch(batch_key, BATCH_SIZE)
+        context = None
+        if method == "infom-context":
+            batch, context = TWO.sample_context_batch(batch_key, BATCH_SIZE)
+        else:
+            batch = problem.sample_batch(batch_key, BATCH_SIZE)
         loss, _ = infom.sarsa_flow_loss(
             field,
             encoder,
@@ -141,7 +149,8 @@ def make_trainer(problem: Problem, method: str, *, steps: int, tau: float, kl_we
             gamma=gamma,
             kl_weight=kl_weight,
             target_form="td2" if method == "td2" else "infom",
-            future_intention=(lambda z: z) if method.endswith("-zgrad") else jax.lax.stop_gradient,
+            future_intention=jax.lax.stop_gradient if method in ("infom", "td2") else (lambda z: z),
+            context=context,
         )
         return loss
 
@@ -197,7 +206,9 @@ def distance(x: np.ndarray, y: np.ndarray) -> float:
     return wasserstein_1d(x, y) if x.shape[-1] == 1 else sliced_wasserstein(x, y)
 
 
-def evaluate(problem: Problem, models, gamma: float, seed: int) -> list[tuple[str, ...]]:
+def evaluate(
+    problem: Problem, models, gamma: float, seed: int, context: bool = False
+) -> list[tuple[str, ...]]:
     """Rows `(target, distance at 100 steps, at 10 steps, floor, vs marginal, vs switching)`."""
     field, encoder = models
     targets = (None,) if problem.name == "1-D" else (0, 1, None)
@@ -208,7 +219,10 @@ def evaluate(problem: Problem, models, gamma: float, seed: int) -> list[tuple[st
             next_key, sample_key = jr.split(jr.fold_in(jr.key(seed + 1000), i))
             s_vec = jnp.tile(jnp.asarray(s, jnp.float32), (NUM_SAMPLES, 1))
             a_vec = jnp.tile(jnp.asarray(a, jnp.float32), (NUM_SAMPLES, 1))
-            s_next, a_next = next_pairs(problem, next_key, s_vec, a_vec, user)
+            if context:  # intentions from independent pairs of the user (of either user: marginal)
+                s_next, a_next = TWO.sample_context_batch(next_key, NUM_SAMPLES, user)[1]
+            else:
+                s_next, a_next = next_pairs(problem, next_key, s_vec, a_vec, user)
             samples = {
                 steps: np.asarray(
                     sample_futures(field, encoder, s_vec, a_vec, s_next, a_next, sample_key, steps)
@@ -291,6 +305,8 @@ def main() -> None:
     rows = []
     for problem in (p for p in PROBLEMS if p.name in args.problems):
         for method in args.methods:
+            if method == "infom-context" and problem.name != "2-goal":
+                continue
             run = make_trainer(problem, method, steps=steps, tau=args.tau, kl_weight=args.kl_weight)
             models = init(problem, args.seed, args.latent)
             gamma0 = jnp.asarray(args.gammas[0], jnp.float32)
@@ -305,7 +321,8 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 if not bool(jnp.all(jnp.isfinite(losses))):
                     raise FloatingPointError(f"{problem.name} {method} gamma={gamma}: non-finite loss")
-                for name, *numbers in evaluate(problem, trained, gamma, args.seed):
+                context = method == "infom-context"
+                for name, *numbers in evaluate(problem, trained, gamma, args.seed, context):
                     rows.append((name, gamma, method, *numbers, f"{seconds:.1f}"))
                 print(
                     f"  trained {problem.name} {method} gamma={gamma} in {seconds:.1f} s "

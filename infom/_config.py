@@ -80,6 +80,7 @@ class NetworkConfig:
 PolicyExtraction = Literal["implicit_gpi", "standard_gpi", "one_step"]
 CriticIntentions = Literal["prior", "encoder"]
 IntentionSharing = Literal["shared", "per_future"]
+IntentionContext = Literal["next_pair", "episode"]
 TargetForm = Literal["infom", "td2"]
 # The head aggregations a config can hold and record by name (in `config.json`, on the command line).
 HEAD_AGGREGATIONS = {"min": min_heads, "mean": mean_heads}
@@ -116,6 +117,11 @@ class InFOMConfig:
     - `future_intention_gradient` (False): let the intention carry gradient into the encoder
       through the future term of [`sarsa_flow_loss`][] (the reference stops it there, which
       leaves the encoder no learning signal from the flow; see that function).
+    - `intention_context` ("next_pair"), `context_window` (None): the pair the encoder infers
+      the intention from: the transition's own `(s', a')` (the paper), or "episode": a pair
+      drawn uniformly from the same episode within `context_window` steps (the whole episode
+      if None), independently of the transition ([`sample_batch_with_context`][]); see
+      [`sarsa_flow_loss`][]'s `context`.
     - `actor_freq` (4): the actor is updated every `actor_freq`-th fine-tuning update.
     - `alpha` (10): behaviour-cloning weight of the DDPG + BC actor.
     - `q_aggregation` ([`min_heads`][]): how the actor combines the critic's heads, a function
@@ -157,6 +163,8 @@ class InFOMConfig:
     clip_futures: bool = True
     target_form: TargetForm = "infom"
     future_intention_gradient: bool = False
+    intention_context: IntentionContext = "next_pair"
+    context_window: int | None = None
     actor_freq: int = 4
     alpha: float = 10.0
     q_aggregation: Callable = min_heads
@@ -195,6 +203,9 @@ class InFOMConfig:
         _check_choice(owner, "policy_extraction", self.policy_extraction, PolicyExtraction)
         _check_choice(owner, "critic_intentions", self.critic_intentions, CriticIntentions)
         _check_choice(owner, "intention_sharing", self.intention_sharing, IntentionSharing)
+        _check_choice(owner, "intention_context", self.intention_context, IntentionContext)
+        if self.context_window is not None:
+            _check_positive_int(owner, "context_window", self.context_window)
         if not isinstance(self.critic_solver, diffrax.AbstractSolver):
             raise ValueError(
                 f"{owner}.critic_solver must be a diffrax solver object (e.g. diffrax.Midpoint()), "

@@ -76,7 +76,8 @@ def intention_usage(
       variances);
     - with `reward_fn`: `Q_k = 1/(1 - gamma) mean_i r(F_ki)` and
       `q_shift = mean_b std_k Q_k / mean_b (mean_k std_i r(F_ki) / ((1 - gamma) sqrt(N)))`;
-    - `kl_per_dim` from the encoder's posterior on `batch`'s `(s', a')`.
+    - `kl_per_dim` from the encoder's posterior on `batch`'s `(s', a')`, or on its context pair
+      if it carries one.
 
     No gradient flows into the networks. A model that ignores `z` gives `future_shift = 0` and
     `q_shift = 0` exactly; the latent dimensions a model does not use give `kl_per_dim = 0`.
@@ -96,7 +97,10 @@ def intention_usage(
     s, a = batch.observations, batch.actions
     size, obs_dim = s.shape
     posterior_key, z_key, noise_key = jr.split(key, 3)
-    posterior = encode(encoder, batch.next_observations, batch.next_actions, key=posterior_key)
+    context = (batch.next_observations, batch.next_actions)
+    if batch.context_observations is not None and batch.context_actions is not None:
+        context = (batch.context_observations, batch.context_actions)
+    posterior = encode(encoder, *context, key=posterior_key)
     latent = posterior.mean.shape[-1]
     # The terms of `kl_to_prior`, per dimension.
     mean, log_std = posterior.mean, posterior.log_std

@@ -126,6 +126,7 @@ def sarsa_flow_loss(
     future_intention: Callable[
         [Float[Array, "batch latent"]], Float[Array, "batch latent"]
     ] = jax.lax.stop_gradient,
+    context: tuple[Float[Array, "batch obs_dim"], Float[Array, "batch action_dim"]] | None = None,
 ) -> tuple[Scalar, FlowLossAux]:
     """The InFOM pre-training objective (negative ELBO): SARSA flow matching plus KL.
 
@@ -170,6 +171,12 @@ def sarsa_flow_loss(
     - `clip`: optional `(lower, upper)` bounds for the bootstrapped sample.
     - `target_form`: `"infom"` (default) or `"td2"`.
     - `solver`: a diffrax solver for the bootstrapped sample (Euler by default).
+    - `context`: the pair `(s_c, a_c)` the encoder infers the intention from, `p_e(z | s_c, a_c)`;
+      `None` (default) is the transition's own next pair `(s', a')`, as in the paper. Any pair
+      of the same trajectory identifies the same user; one drawn independently of the
+      transition (e.g. elsewhere in its episode) carries no information about `s'` itself, so
+      the intention cannot stand in for the next state (see `benchmarks/RESULTS.md`, occupancy
+      accuracy).
     - `future_intention`: the intention the online field is conditioned on in the future
       term, as a function of the posterior sample `z`: `jax.lax.stop_gradient` (default, the
       reference) or the identity `lambda z: z` (gradient into the encoder through the future
@@ -191,7 +198,8 @@ def sarsa_flow_loss(
     dtype = s.dtype
     target_field = frozen(target_field)
 
-    intention = encode(encoder, s_next, a_next, key=latent_key)
+    context_s, context_a = (s_next, a_next) if context is None else context
+    intention = encode(encoder, context_s, context_a, key=latent_key)
     z = intention.sample
     z_frozen = jax.lax.stop_gradient(z)
     t = jr.uniform(time_key, s.shape[:-1], dtype=dtype)

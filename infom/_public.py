@@ -76,10 +76,12 @@ from .data._dataset import (
     Dataset as Dataset,
     DatasetError as DatasetError,
     Normalizer as Normalizer,
+    episode_bounds as episode_bounds,
     fit_normalizer as fit_normalizer,
     load_normalizer as load_normalizer,
     normalize_dataset as normalize_dataset,
     sample_batch as sample_batch,
+    sample_batch_with_context as sample_batch_with_context,
     save_normalizer as save_normalizer,
 )
 from .data._probes import (

@@ -11,6 +11,10 @@ class Batch(eqx.Module):
     the fine-tuning task (zeros for reward-free data) and `masks` are `1 - success`.
     All fields share the leading `batch` axis; constructing a `Batch` with inconsistent
     shapes raises an error that names the field.
+
+    `context_observations` / `context_actions` (optional) are another pair `(s_c, a_c)` of the
+    same episode, for encoders that infer the intention from it instead of from `(s', a')`
+    (see [`sample_batch_with_context`][]).
     """
 
     observations: Float[Array, "batch obs_dim"]
@@ -19,3 +23,5 @@ class Batch(eqx.Module):
     next_actions: Float[Array, "batch action_dim"]
     rewards: Float[Array, " batch"]
     masks: Float[Array, " batch"]
+    context_observations: Float[Array, "batch obs_dim"] | None = None
+    context_actions: Float[Array, "batch action_dim"] | None = None

@@ -127,6 +127,38 @@ def test_sample_batch_rejects_bad_batch_size():
         infom.sample_batch(dataset, jr.key(0), 0)
 
 
+@pytest.mark.parametrize("window", [None, 2])
+def test_context_pairs_come_from_the_same_episode_within_the_window(window):
+    """`sample_batch_with_context`: the transitions are `sample_batch`'s with the rows key, and
+    each context pair is a row of the transition's own episode, at most `window` steps away; over
+    many draws every allowed row appears."""
+    lengths = [4, 7, 5]
+    dataset = _episodic_dataset(lengths)
+    key = jr.key(3)
+    batch = infom.sample_batch_with_context(dataset, key, 4096, window=window)
+    plain = infom.sample_batch(dataset, jr.split(key)[0], 4096)
+    assert jnp.array_equal(batch.observations, plain.observations)
+    assert jnp.array_equal(batch.next_actions, plain.next_actions)
+    episode, step = np.asarray(batch.observations[:, 0]), np.asarray(batch.observations[:, 1])
+    context_episode, context_step = np.asarray(batch.context_observations[:, :2]).T
+    np.testing.assert_array_equal(context_episode, episode)
+    np.testing.assert_array_equal(
+        np.asarray(batch.context_actions), np.asarray(batch.context_observations[:, :2])
+    )
+    reach = np.inf if window is None else window
+    assert np.all(np.abs(context_step - step) <= reach)
+    for e, n in enumerate(lengths):
+        for i in range(n - 1):  # valid rows of episode e
+            rows = (episode == e) & (step == i)
+            allowed = {j for j in range(n) if abs(j - i) <= reach}
+            assert set(context_step[rows].astype(int)) == allowed, (e, i)
+
+
+def test_context_window_must_be_positive():
+    with pytest.raises(ValueError, match="window"):
+        infom.sample_batch_with_context(_episodic_dataset([3]), jr.key(0), 4, window=0)
+
+
 # --------------------------------------------------------------------------- construction
 
 

@@ -244,3 +244,28 @@ def test_loss_is_jittable_and_vmappable_over_kl_weight(models, target_field, get
     )
     kl = _loss(models.field, models.encoder, target_field, batch, key, 0.99, 0.0)[1].kl
     np.testing.assert_allclose(losses - losses[0], weights * kl, rtol=1e-4, atol=1e-6)
+
+
+def test_the_default_context_is_the_next_pair(models, target_field, getkey):
+    """`context=None` encodes `(s', a')`: passing that pair explicitly gives the same loss and
+    gradients; another pair changes only what the encoder sees."""
+    batch, key = _batch(getkey()), getkey()
+    default = infom.sarsa_flow_loss(models.field, models.encoder, target_field, batch, key=key)
+    explicit = infom.sarsa_flow_loss(
+        models.field,
+        models.encoder,
+        target_field,
+        batch,
+        key=key,
+        context=(batch.next_observations, batch.next_actions),
+    )
+    assert float(default[0]) == float(explicit[0]) and default[1] == explicit[1]
+    other = infom.sarsa_flow_loss(
+        models.field,
+        models.encoder,
+        target_field,
+        batch,
+        key=key,
+        context=(batch.observations, batch.actions),
+    )
+    assert float(other[1].kl) != float(default[1].kl)

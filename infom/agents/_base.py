@@ -41,6 +41,9 @@ class Agent(NamedTuple):
     - `preset_config(preset) -> config`: the agent's config for a named [`Preset`][] (its
       domain's settings from the authors, its budget's network sizes); `None` if the agent
       has no presets.
+    - `sample_batch(dataset, key, config) -> Batch`: how the agent's training batches are drawn
+      from a [`Dataset`][] (e.g. with a context pair per transition); `None`:
+      [`sample_batch`][] with `config.batch_size`.
     - `diagnose(online, target, batch, *, key, config, normalizer) -> metrics`: measurements
       of the models that no loss computes (a `NamedTuple` of scalars), taken once per training
       block by the run and written to `diagnostics.csv`; `None` if the agent has none.
@@ -56,3 +59,4 @@ class Agent(NamedTuple):
     act: Callable[[Any, Any], Any]
     preset_config: Callable[[Any], Any] | None = None
     diagnose: Callable[..., tuple] | None = None
+    sample_batch: Callable[..., Any] | None = None

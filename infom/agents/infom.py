@@ -40,7 +40,7 @@ from .._sampling import (
     standard_gpi,
 )
 from .._types import Batch
-from ..data._dataset import Dataset, Normalizer
+from ..data._dataset import Dataset, Normalizer, sample_batch, sample_batch_with_context
 from ..training._train import TrainState, agent_actions, begin_finetuning, init_state, train_block, train_step
 from ._base import Agent
 
@@ -85,6 +85,13 @@ def _identity(z: Array) -> Array:
     return z
 
 
+def _context(batch: Batch) -> tuple[Array, Array] | None:
+    """The batch's context pair, if it carries one (see `InFOMConfig.intention_context`)."""
+    if batch.context_observations is None or batch.context_actions is None:
+        return None
+    return batch.context_observations, batch.context_actions
+
+
 def _flow_terms(models: Models, target_field: VectorField, batch: Batch, key, config, clip):
     return sarsa_flow_loss(
         models.field,
@@ -98,6 +105,7 @@ def _flow_terms(models: Models, target_field: VectorField, batch: Batch, key, co
         clip=clip,
         target_form=config.target_form,
         future_intention=_identity if config.future_intention_gradient else jax.lax.stop_gradient,
+        context=_context(batch),
     )
 
 
@@ -130,7 +138,8 @@ def _critic_intentions(models: Models, batch: Batch, key: PRNGKeyArray, config: 
     if config.critic_intentions == "prior":
         return jr.normal(key, shape, dtype=batch.observations.dtype)
     encode_key, eps_key = jr.split(key)
-    posterior = encode(frozen(models.encoder), batch.next_observations, batch.next_actions, key=encode_key)
+    context = _context(batch) or (batch.next_observations, batch.next_actions)
+    posterior = encode(frozen(models.encoder), *context, key=encode_key)
     if config.intention_sharing == "shared":
         return posterior.sample
     # One posterior sample per future: fresh noise, not the key `encode` used.
@@ -375,6 +384,14 @@ def diagnose(
     )
 
 
+def sample_training_batch(dataset: Dataset, key: PRNGKeyArray, config: InFOMConfig) -> Batch:
+    """`config.batch_size` transitions of `dataset`, with a context pair per transition when
+    `config.intention_context == "episode"` ([`sample_batch_with_context`][])."""
+    if config.intention_context == "episode":
+        return sample_batch_with_context(dataset, key, config.batch_size, window=config.context_window)
+    return sample_batch(dataset, key, config.batch_size)
+
+
 AGENT = Agent(
     name="infom",
     config_type=InFOMConfig,
@@ -386,6 +403,7 @@ AGENT = Agent(
     act=act,
     preset_config=lambda preset: preset.infom,
     diagnose=diagnose,
+    sample_batch=sample_training_batch,
 )
 """InFOM on the common training layer."""
 

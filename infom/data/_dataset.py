@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, get_args
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -274,6 +275,55 @@ def sample_batch(dataset: Dataset, key: PRNGKeyArray, batch_size: int) -> Batch:
     num_valid = dataset.valid_indices.shape[0]
     positions = jr.randint(key, (batch_size,), 0, num_valid)
     return batch_at(dataset, dataset.valid_indices[positions])
+
+
+def episode_bounds(dataset: Dataset) -> tuple[Int[Array, " n"], Int[Array, " n"]]:
+    """The first and last row of every row's episode, `(starts, ends)`, from `terminals`."""
+    n = dataset.terminals.shape[0]
+    rows = jnp.arange(n, dtype=jnp.int32)
+    ends = jax.lax.cummin(jnp.where(dataset.terminals, rows, n - 1), reverse=True)
+    first = jnp.concatenate([jnp.ones((1,), bool), dataset.terminals[:-1]])
+    starts = jax.lax.cummax(jnp.where(first, rows, 0))
+    return starts, ends
+
+
+def sample_batch_with_context(
+    dataset: Dataset, key: PRNGKeyArray, batch_size: int, *, window: int | None = None
+) -> Batch:
+    """[`sample_batch`][] plus, for each transition at row `i`, a context pair
+    `(s_c, a_c) = (obs[c], act[c])` with `c` uniform over the rows of the same episode within
+    `window` steps of `i` (`|c - i| <= window`; the whole episode if `window` is None).
+
+    The context is drawn independently of where in that range the transition's successor lies,
+    so an encoder of `(s_c, a_c)` can learn what the episode's actor was doing (its intention)
+    but not the transition's own next state. `key` is split into `(rows, context)`; the
+    transitions are those of `sample_batch(dataset, rows, batch_size)` with the first key.
+    """
+    if window is not None and window < 1:
+        raise ValueError(
+            f"sample_batch_with_context: `window` must be a positive int or None, got {window!r}"
+        )
+    rows_key, context_key = jr.split(key)
+    num_valid = dataset.valid_indices.shape[0]
+    rows = dataset.valid_indices[jr.randint(rows_key, (batch_size,), 0, num_valid)]
+    batch = batch_at(dataset, rows)  # = sample_batch(dataset, rows_key, batch_size)
+    starts, ends = episode_bounds(dataset)
+    low, high = starts[rows], ends[rows]
+    if window is not None:
+        low, high = jnp.maximum(low, rows - window), jnp.minimum(high, rows + window)
+    span = (high - low + 1).astype(jnp.float32)
+    offset = jnp.floor(jr.uniform(context_key, (batch_size,)) * span).astype(jnp.int32)
+    context = jnp.minimum(low + offset, high)
+    return Batch(
+        batch.observations,
+        batch.actions,
+        batch.next_observations,
+        batch.next_actions,
+        batch.rewards,
+        batch.masks,
+        context_observations=dataset.observations[context],
+        context_actions=dataset.actions[context],
+    )
 
 
 def batch_at(dataset: Dataset, rows: Int[Array, " batch"]) -> Batch:

@@ -331,6 +331,18 @@ class TwoIntentionProbe:
         user_key, key = jr.split(key)
         return self._transitions(key, self.sample_users(user_key, batch_size, user))[0]
 
+    def sample_context_batch(
+        self, key: PRNGKeyArray, batch_size: int, user: int | None = None
+    ) -> tuple[Batch, tuple[Float[Array, "batch 2"], Float[Array, "batch 2"]]]:
+        """Draws SARSA transitions plus, for each, a context pair `(s_c', a_c')`: the next pair of
+        another transition of the same user drawn independently (as a pair from elsewhere in a
+        long episode would be), so it tells the user but nothing about this transition (jittable)."""
+        user_key, batch_key, context_key = jr.split(key, 3)
+        users = self.sample_users(user_key, batch_size, user)
+        batch = self._transitions(batch_key, users)[0]
+        other = self._transitions(context_key, users)[0]
+        return batch, (other.next_observations, other.next_actions)
+
     def sample_future_batch(
         self, key: PRNGKeyArray, batch_size: int, gamma: ScalarLike, user: int | None = None
     ) -> tuple[Batch, Float[Array, "batch 2"]]:

@@ -73,6 +73,7 @@ from ..training._train import (
     init_state,
     make_optimizer,
     seeds_block,
+    seeds_diagnostics,
 )
 
 
@@ -212,6 +213,10 @@ class DemoDiagnostics(NamedTuple):
       values the data's actions above what the data's own behaviour achieved.
     - `action_change`: mean `|mu_finetuned(s) - mu_pretrained(s)|` on the rows (how far the
       actor moved from behaviour cloning).
+    - `intention_kl`, `future_shift`, `q_shift`: how much the fine-tuned occupancy model uses
+      its intention ([`IntentionDiagnostics`][], on one batch of the fine-tuning data): the
+      posterior's KL summed over latent dimensions, and how far futures and Monte-Carlo Q move
+      when only `z` changes, in units of their Monte-Carlo noise (0 if `z` is ignored).
     """
 
     reward_r2: np.ndarray
@@ -219,6 +224,9 @@ class DemoDiagnostics(NamedTuple):
     q_bias: np.ndarray
     gpi_gain: np.ndarray
     action_change: np.ndarray
+    intention_kl: np.ndarray
+    future_shift: np.ndarray
+    q_shift: np.ndarray
 
 
 def demo_baseline_config(agent: Agent, config: PendulumDemoConfig):
@@ -529,7 +537,7 @@ def _diagnostics(
 ) -> DemoDiagnostics:
     returns, steps_left = _discounted_returns(dataset, config.gamma)
     eligible = np.flatnonzero(steps_left > 3.0 / (1.0 - config.gamma))
-    rows_key, q_key = jr.split(key)
+    rows_key, q_key, usage_key = jr.split(key, 3)
     size = min(num_rows, len(eligible))
     rows = np.asarray(jr.choice(rows_key, jnp.asarray(eligible), (size,), replace=False))
     values = _diagnostic_values(states, pretrained_actors, dataset, jnp.asarray(rows), q_key, config)
@@ -538,12 +546,16 @@ def _diagnostics(
     true_r = np.asarray(dataset.rewards, np.float64)[rows]
     r2 = 1.0 - np.mean(np.square(reward - true_r[None]), axis=1) / np.var(true_r)
     correlation = np.array([np.corrcoef(q, true_q)[0, 1] for q in q_behaviour])
+    usage = seeds_diagnostics(INFOM, states, dataset, key=usage_key, config=config)
     return DemoDiagnostics(
         reward_r2=r2,
         q_correlation=correlation,
         q_bias=np.mean(q_behaviour - true_q[None], axis=1),
         gpi_gain=np.mean(q_critic - true_q[None], axis=1),
         action_change=change,
+        intention_kl=np.asarray(usage.intention_kl, np.float64),
+        future_shift=np.asarray(usage.future_shift, np.float64),
+        q_shift=np.asarray(usage.q_shift, np.float64),
     )
 
 
@@ -722,7 +734,8 @@ def format_demo_result(result: DemoResult) -> str:
         f"diagnostics (mean over seeds): reward R^2 {np.mean(d.reward_r2):.3f}, MC-Q vs return corr "
         f"{np.mean(d.q_correlation):.3f} (bias {np.mean(d.q_bias):+.1f}), "
         f"GPI gain {np.mean(d.gpi_gain):+.1f}, "
-        f"actor change {np.mean(d.action_change):.3f}"
+        f"actor change {np.mean(d.action_change):.3f}; intention: KL {np.mean(d.intention_kl):.2f} nats, "
+        f"future shift {np.mean(d.future_shift):.3f}, Q shift {np.mean(d.q_shift):.2f}"
     )
     lines.append("wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()))
     return "\n".join(lines)

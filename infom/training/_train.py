@@ -135,6 +135,13 @@ def train_step(
     return new_state, metrics
 
 
+def _agent_batch(agent: Any, dataset: Dataset, key: PRNGKeyArray, config: Any) -> Batch:
+    """A training batch as the agent draws it (`agent.sample_batch`), or [`sample_batch`][]."""
+    if agent.sample_batch is not None:
+        return agent.sample_batch(dataset, key, config)
+    return sample_batch(dataset, key, config.batch_size)
+
+
 def train_block(
     agent: Any,
     loss_fn: Callable[..., tuple[Any, tuple]],
@@ -162,7 +169,7 @@ def train_block(
     def body(state, inputs):
         key, step = inputs
         batch_key, step_key = jr.split(key)
-        batch = sample_batch(dataset, batch_key, config.batch_size)
+        batch = _agent_batch(agent, dataset, batch_key, config)
         return train_step(
             agent,
             loss_fn,
@@ -233,7 +240,7 @@ def seeds_diagnostics(
     `key` is split into `(batch, measurement)`. Returns the agent's diagnostics, each field
     `[num_seeds]`."""
     batch_key, measure_key = jr.split(key)
-    batch = sample_batch(dataset, batch_key, config.batch_size)
+    batch = _agent_batch(agent, dataset, batch_key, config)
     return eqx.filter_vmap(
         lambda state: agent.diagnose(
             state.models, state.target, batch, key=measure_key, config=config, normalizer=state.normalizer
