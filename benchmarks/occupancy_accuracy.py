@@ -45,7 +45,8 @@ model's; the `10 Euler` column uses the same noise with the library's default 10
 `train s` is the training time after compilation. One seed per row.
 
 Run: `python benchmarks/occupancy_accuracy.py` (full table, 10,000 updates per model) or
-`--quick` (3,000 updates).
+`--quick` (3,000 updates). `--kl-weight`, `--latent`, `--tau` change every method's setting;
+`--warmup-steps U --warmup-gamma G` first trains `U` updates at discount `G` (an annealed discount).
 """
 
 import argparse
@@ -291,6 +292,10 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=0.02, help="EMA rate of the target field")
     parser.add_argument("--kl-weight", type=float, default=KL_WEIGHT, help="lambda_KL of every method")
     parser.add_argument("--latent", type=int, default=LATENT, help="latent dimension of the intention")
+    parser.add_argument(
+        "--warmup-steps", type=int, default=0, help="updates at --warmup-gamma before the --steps updates"
+    )
+    parser.add_argument("--warmup-gamma", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     steps = 3000 if args.quick else args.steps
@@ -309,6 +314,12 @@ def main() -> None:
                 continue
             run = make_trainer(problem, method, steps=steps, tau=args.tau, kl_weight=args.kl_weight)
             models = init(problem, args.seed, args.latent)
+            if args.warmup_steps:  # a first phase at another discount (the target restarts after it)
+                warmup = make_trainer(
+                    problem, method, steps=args.warmup_steps, tau=args.tau, kl_weight=args.kl_weight
+                )
+                key = jr.key(args.seed + 2)
+                models, _ = jax.jit(warmup)(models, key, jnp.asarray(args.warmup_gamma, jnp.float32))
             gamma0 = jnp.asarray(args.gammas[0], jnp.float32)
             start = time.perf_counter()
             compiled = jax.jit(run).lower(models, jr.key(args.seed + 1), gamma0).compile()

@@ -16,6 +16,8 @@ Rows (`--rows`, any of):
 - `episode-context`: `z-gradient` with the intention encoded from a pair drawn from the same
   episode (`intention_context="episode"`), independently of the transition.
 - `episode-context-kl0`: as `episode-context` with `kl_weight = 0`.
+- `episode-context-encoder`, `episode-context-kl0-encoder`: the two above with the critic's
+  intentions from the encoder (of the same episode context) instead of the prior.
 - `fom`: no intention (`network.latent_dim = 0`): a flow occupancy model of the behaviour.
 - `critic-encoder`: the critic's intentions from the encoder `p_e(z | s', a')`, not the prior.
 - `tau-0.02`, `tau-0.05`: the reference with a faster target EMA.
@@ -42,6 +44,17 @@ ROWS = {
         "future_intention_gradient": True,
         "intention_context": "episode",
         "kl_weight": 0.0,
+    },
+    "episode-context-encoder": {
+        "future_intention_gradient": True,
+        "intention_context": "episode",
+        "critic_intentions": "encoder",
+    },
+    "episode-context-kl0-encoder": {
+        "future_intention_gradient": True,
+        "intention_context": "episode",
+        "kl_weight": 0.0,
+        "critic_intentions": "encoder",
     },
     "fom": {"network": dataclasses.replace(BASE.network, latent_dim=0)},
     "critic-encoder": {"critic_intentions": "encoder"},

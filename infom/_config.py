@@ -116,7 +116,10 @@ class InFOMConfig:
     - `target_form` ("infom"): the future term of [`sarsa_flow_loss`][] ("infom" or "td2").
     - `future_intention_gradient` (False): let the intention carry gradient into the encoder
       through the future term of [`sarsa_flow_loss`][] (the reference stops it there, which
-      leaves the encoder no learning signal from the flow; see that function).
+      leaves the encoder no learning signal from the flow; see that function). With the
+      default `intention_context` the intention can then carry the transition's next state
+      (on the Pendulum demo: a worse policy); combine it with `intention_context="episode"`
+      (`benchmarks/RESULTS.md`).
     - `intention_context` ("next_pair"), `context_window` (None): the pair the encoder infers
       the intention from: the transition's own `(s', a')` (the paper), or "episode": a pair
       drawn uniformly from the same episode within `context_window` steps (the whole episode
