@@ -32,6 +32,7 @@ RUN = infom.RunConfig(
     episode_length=60,
     eval_workers=1,
     checkpoint_every=1,
+    diagnose_every=0,
 )
 
 
@@ -58,10 +59,14 @@ def data(dataset_dir):
     return infom.load_task_data(TASK, RUN, dataset_dir=dataset_dir, generate_missing=False)
 
 
+# The diagnostics (`diagnostics.csv`) are taken in the runs that test them; the others skip their compile.
+DIAGNOSED = dataclasses.replace(RUN, diagnose_every=1)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, data):
     run_dir = tmp_path_factory.mktemp("runs") / "full"
-    result = infom.train(TASK, run_dir, CONFIG, RUN, data=data, progress=False)
+    result = infom.train(TASK, run_dir, CONFIG, DIAGNOSED, data=data, progress=False)
     return run_dir, result
 
 
@@ -103,7 +108,7 @@ def test_run_directory_holds_config_metrics_evaluations_curve_and_checkpoint(fin
 def test_load_run_restores_the_trained_states(finished):
     run_dir, _ = finished
     env, infom_config, run, states = infom.load_run(run_dir)
-    assert env == TASK and infom_config == CONFIG and run == RUN
+    assert env == TASK and infom_config == CONFIG and run == DIAGNOSED
     assert int(states.step[0]) == 40 and states.step.shape == (2,)
 
 
@@ -114,7 +119,7 @@ def _params(states):
 def test_killed_and_resumed_run_ends_with_the_same_parameters(tmp_path, finished, data):
     """Stop after 30 updates (mid fine-tuning, as if killed), resume, and compare bit for bit."""
     run_dir = tmp_path / "killed"
-    infom.train(TASK, run_dir, CONFIG, RUN, data=data, progress=False, stop_after=30)
+    infom.train(TASK, run_dir, CONFIG, DIAGNOSED, data=data, progress=False, stop_after=30)
     assert checkpoint_steps(run_dir) == [30, 20]
     # A crash while appending leaves a torn last line and rows past the checkpoint.
     with open(run_dir / "finetune_metrics.csv", "a") as handle:

@@ -38,6 +38,8 @@ class RunConfig:
     - `eval_workers`: environment worker processes for evaluation.
     - `checkpoint_every`: blocks between checkpoints (always also at each evaluation and at
       the end).
+    - `diagnose_every`: blocks between the agent's diagnostics (`diagnostics.csv`; for InFOM how
+      much the model uses its intention); 0 never takes them.
     """
 
     pretrain_updates: int = 1_000_000
@@ -54,6 +56,7 @@ class RunConfig:
     data_seed: int = 0
     eval_workers: int = 2
     checkpoint_every: int = 5
+    diagnose_every: int = 1
 
     def __post_init__(self):
         owner = "RunConfig"
@@ -72,7 +75,7 @@ class RunConfig:
                 raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
         if not isinstance(self.episode_length, int) or self.episode_length < 2:
             raise ValueError(f"{owner}.episode_length must be an integer >= 2, got {self.episode_length!r}")
-        for name in ("pretrain_updates", "finetune_updates", "seed", "data_seed"):
+        for name in ("pretrain_updates", "finetune_updates", "seed", "data_seed", "diagnose_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{owner}.{name} must be a non-negative integer, got {value!r}")

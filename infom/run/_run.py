@@ -812,7 +812,7 @@ def _train_loop(
         metrics = jax.tree.map(np.asarray, metrics)  # waits for the block
         seconds = time.perf_counter() - started
         diagnostics = None
-        if agent.diagnose is not None:
+        if agent.diagnose is not None and run.diagnose_every and (block_index + 1) % run.diagnose_every == 0:
             diagnostics = seeds_diagnostics(
                 agent, new_states, dataset, key=diagnostics_key(run.seed, block_index), config=config
             )
