@@ -1,0 +1,95 @@
+"""Where does a vmapped seed's extra fine-tuning cost go? Pieces of a fine-tuning update, per seed.
+
+For one seed and for 3 seeds vmapped, timed in one process (interleaved, median of `--repeat` calls
+after compilation).
+
+Pieces (CPU preset sizes: 3 x 256, latent 128, 8 futures x 10 Euler; obs 28, action 5, batch 256):
+
+- `futures`: the critic's Monte-Carlo Q targets (`mc_q_targets`: 8 futures per state by a diffrax solve);
+- `flow_grad`: the gradient of the SARSA flow loss (its bootstrapped sample is a 10-step solve too);
+- `critic_grad`: the futures plus the gradient of the expectile distillation;
+- `step_no_actor`: a whole fine-tuning update without the actor.
+
+    python benchmarks/vmap_seeds_profile.py [--repeat 7]
+"""
+
+import argparse
+
+import equinox as eqx
+import jax
+import jax.random as jr
+import numpy as np
+from _common import header, interleaved_medians, print_table
+
+import infom
+from infom.agents.infom import _flow_terms, mc_q_targets
+
+
+OBS, ACT, BATCH, SEEDS = 28, 5, 256, 3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    header(f"per-seed ms of the pieces of a fine-tuning update: 1 seed vs {SEEDS} vmapped; CPU preset sizes")
+    config = infom.InFOMConfig(
+        network=infom.NetworkConfig(hidden_dims=(256,) * 3, latent_dim=128), num_futures=8, batch_size=BATCH
+    )
+    optim = infom.make_optimizer(config)
+    rng = np.random.default_rng(0)
+    n = 20_000
+    raw = infom.Dataset.from_arrays(
+        rng.normal(size=(n, OBS)).astype(np.float32),
+        rng.uniform(-1, 1, (n, ACT)).astype(np.float32),
+        terminals=np.arange(n) % 1000 == 999,
+        rewards=-rng.uniform(0, 1, n).astype(np.float32),
+    )
+    normalizer = infom.fit_normalizer(raw.observations)
+    data = infom.normalize_dataset(raw, normalizer)
+    one = infom.init_train_state(OBS, ACT, normalizer, config, optim, key=jr.key(0))
+    many = eqx.filter_vmap(lambda k: infom.init_train_state(OBS, ACT, normalizer, config, optim, key=k))(
+        jr.split(jr.key(1), SEEDS)
+    )
+    batch = infom.sample_batch(data, jr.key(2), BATCH)
+    batches = jax.vmap(lambda k: infom.sample_batch(data, k, BATCH))(jr.split(jr.key(3), SEEDS))
+    keys = jr.split(jr.key(4), SEEDS)
+
+    def futures(state, batch, key):
+        return mc_q_targets(state.models, batch, key=key, config=config)
+
+    def flow_grad(state, batch, key):
+        return eqx.filter_grad(lambda m: _flow_terms(m, state.target, batch, key, config, None)[0])(
+            state.models
+        )
+
+    def critic_grad(state, batch, key):
+        q = mc_q_targets(state.models, batch, key=key, config=config)
+        return eqx.filter_grad(
+            lambda c: infom.expectile_distill(c, batch.observations, batch.actions, q, expectile=0.9)[0]
+        )(state.models.critic)
+
+    def step_no_actor(state, batch, key):
+        return infom.finetune_step(state, batch, key=key, config=config, optim=optim, update_actor=False)
+
+    pieces = {
+        "futures": futures,
+        "flow_grad": flow_grad,
+        "critic_grad": critic_grad,
+        "step_no_actor": step_no_actor,
+    }
+    calls = {}
+    for name, piece in pieces.items():
+        single, vmapped = eqx.filter_jit(piece), eqx.filter_jit(eqx.filter_vmap(piece))
+        calls[f"{name} 1"] = lambda single=single: single(one, batch, jr.key(5))
+        calls[f"{name} {SEEDS}"] = lambda vmapped=vmapped: vmapped(many, batches, keys)
+    medians = interleaved_medians(calls, repeat=args.repeat, warmup=1)
+    rows = []
+    for name in pieces:
+        lone, per_seed = medians[f"{name} 1"] * 1e3, medians[f"{name} {SEEDS}"] / SEEDS * 1e3
+        rows.append([name, f"{lone:.2f}", f"{per_seed:.2f}", f"{per_seed / lone:.2f}"])
+    print_table(["piece", "one seed ms", f"per seed, {SEEDS} vmapped, ms", "ratio"], rows)
+
+
+if __name__ == "__main__":
+    main()
