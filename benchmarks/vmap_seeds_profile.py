@@ -1,7 +1,7 @@
 """Where does a vmapped seed's extra fine-tuning cost go? Pieces of a fine-tuning update, per seed.
 
-For one seed and for 3 seeds vmapped, timed in one process (interleaved, median of `--repeat` calls
-after compilation).
+For one seed and for `--seeds` seeds vmapped (3 by default), timed in one process (interleaved,
+median of `--repeat` calls after compilation).
 
 Pieces (CPU preset sizes: 3 x 256, latent 128, 8 futures x 10 Euler; obs 28, action 5, batch 256):
 
@@ -10,7 +10,7 @@ Pieces (CPU preset sizes: 3 x 256, latent 128, 8 futures x 10 Euler; obs 28, act
 - `critic_grad`: the futures plus the gradient of the expectile distillation;
 - `step_no_actor`: a whole fine-tuning update without the actor.
 
-    python benchmarks/vmap_seeds_profile.py [--repeat 7]
+    python benchmarks/vmap_seeds_profile.py [--repeat 7] [--seeds 3]
 """
 
 import argparse
@@ -25,13 +25,15 @@ import infom
 from infom.agents.infom import _flow_terms, mc_q_targets
 
 
-OBS, ACT, BATCH, SEEDS = 28, 5, 256, 3
+OBS, ACT, BATCH = 28, 5, 256
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds vmapped")
     args = parser.parse_args()
+    SEEDS = args.seeds  # noqa: N806
     header(f"per-seed ms of the pieces of a fine-tuning update: 1 seed vs {SEEDS} vmapped; CPU preset sizes")
     config = infom.InFOMConfig(
         network=infom.NetworkConfig(hidden_dims=(256,) * 3, latent_dim=128), num_futures=8, batch_size=BATCH
