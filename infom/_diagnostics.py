@@ -85,7 +85,7 @@ def intention_usage(
     **Arguments:**
 
     - `field`, `encoder`: the vector field and the intention encoder.
-    - `batch`: a [`Batch`][] (only observations, actions and the next pairs are read).
+    - `batch`: a [`Batch`][] (its observations, actions and next or context pairs are read).
     - `key`: split into `(posterior sample, intentions, noise)`.
     - `num_intentions` (`K >= 2`), `num_futures` (`N >= 2`), `num_steps`: sizes of the
       measurement.

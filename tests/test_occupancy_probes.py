@@ -2,7 +2,7 @@
 and a bootstrapped occupancy that converges at gamma 0.99 once `updates x tau` is large.
 
 Each test trains a small model (3 x 64) for ~10k updates of fresh probe transitions (~15-25 s on
-two cores); the contrasts with the reference settings are `slow`.
+two cores), so all are `slow` (training to convergence): run them with `pytest -m slow`.
 """
 
 import equinox as eqx
@@ -91,6 +91,7 @@ def _context_sampler(key):
     return TWO.sample_context_batch(key, 256)
 
 
+@pytest.mark.slow
 def test_an_intention_from_an_episode_context_carries_the_user_at_gamma_0_9():
     """With the intention encoded from another pair of the same user (not the transition's own
     next pair) and a gradient through the future term, each user's samples are close to that
@@ -164,6 +165,7 @@ def _system_model(tau):
     )[0]
 
 
+@pytest.mark.slow
 def test_the_occupancy_converges_at_gamma_0_99_with_tau_0_05():
     """12,000 updates at tau 0.05 (`updates x tau = 600` target refreshes, leaving ~0.99^600 of
     the initial model): the sampled occupancy's covariance is within 20% of the exact one and its
