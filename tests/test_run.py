@@ -605,3 +605,19 @@ def test_every_baseline_config_rejects_empty_or_bad_hidden_dims_naming_the_field
     for bad in ((), (32, 0), [32]):
         with pytest.raises(ValueError, match="hidden_dims"):
             config_type(hidden_dims=bad)
+
+
+def test_the_command_starts_without_importing_jax():
+    """`infom --help` (and `import infom`) stay instant: no JAX, diffrax or configs are imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from infom.run._cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('jax', 'diffrax', 'equinox', 'infom._config') if m in sys.modules]\n"
+        "print('heavy:', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert out.strip().endswith("heavy: []"), out
