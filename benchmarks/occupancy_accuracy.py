@@ -31,6 +31,7 @@ exact process at every update:
   pair of the same user drawn independently of the transition
   (`sarsa_flow_loss(..., context=...)`, `TwoIntentionProbe.sample_context_batch`) instead of
   the transition's own `(s', a')`; evaluated with intentions encoded from such pairs;
+  `td2-context`: the same with the TD^2 future term;
 - `mc`: Monte-Carlo conditional flow matching: the target `x_1 = s_k` is a future state of the
   same trajectory, `k ~ Geometric(1 - gamma)` on `{0, 1, ...}` (`k = 0` with probability
   `1 - gamma`), drawn with `sample_future_batch` (the exact law of the simulated process);
@@ -68,7 +69,7 @@ import infom
 from infom.data._probes import LinearGaussianProbe, TwoIntentionProbe, sliced_wasserstein, wasserstein_1d
 
 
-METHODS = ("infom", "td2", "infom-zgrad", "infom-context", "mc")
+METHODS = ("infom", "td2", "infom-zgrad", "infom-context", "td2-context", "mc")
 NUM_SAMPLES = 4000
 HIDDEN, LATENT, BATCH_SIZE, LEARNING_RATE, KL_WEIGHT = (64, 64, 64), 2, 256, 1e-3, 0.05
 FINE_STEPS, DEFAULT_STEPS = 100, 10
@@ -137,7 +138,7 @@ def make_trainer(problem: Problem, method: str, *, steps: int, tau: float, kl_we
             batch, futures = problem.sample_future_batch(batch_key, BATCH_SIZE, gamma)
             return mc_flow_loss(field, encoder, batch, futures, key=loss_key, kl_weight=kl_weight)
         context = None
-        if method == "infom-context":
+        if method.endswith("-context"):
             batch, context = TWO.sample_context_batch(batch_key, BATCH_SIZE)
         else:
             batch = problem.sample_batch(batch_key, BATCH_SIZE)
@@ -149,7 +150,7 @@ def make_trainer(problem: Problem, method: str, *, steps: int, tau: float, kl_we
             key=loss_key,
             gamma=gamma,
             kl_weight=kl_weight,
-            target_form="td2" if method == "td2" else "infom",
+            target_form="td2" if method.startswith("td2") else "infom",
             future_intention=jax.lax.stop_gradient if method in ("infom", "td2") else (lambda z: z),
             context=context,
         )
@@ -310,7 +311,7 @@ def main() -> None:
     rows = []
     for problem in (p for p in PROBLEMS if p.name in args.problems):
         for method in args.methods:
-            if method == "infom-context" and problem.name != "2-goal":
+            if method.endswith("-context") and problem.name != "2-goal":
                 continue
             run = make_trainer(problem, method, steps=steps, tau=args.tau, kl_weight=args.kl_weight)
             models = init(problem, args.seed, args.latent)
@@ -332,7 +333,7 @@ def main() -> None:
                 seconds = time.perf_counter() - start
                 if not bool(jnp.all(jnp.isfinite(losses))):
                     raise FloatingPointError(f"{problem.name} {method} gamma={gamma}: non-finite loss")
-                context = method == "infom-context"
+                context = method.endswith("-context")
                 for name, *numbers in evaluate(problem, trained, gamma, args.seed, context):
                     rows.append((name, gamma, method, *numbers, f"{seconds:.1f}"))
                 print(

@@ -169,3 +169,23 @@ def test_linear_system_rejects_an_unstable_loop_and_bad_shapes():
         LinearSystemProbe(gain=((1.0, 1.0),))
     with pytest.raises(ValueError, match="b_matrix"):
         LinearSystemProbe(b_matrix=((0.0, 1.0),))
+
+
+def test_two_intention_context_pairs_share_the_user_but_not_the_transition():
+    """`sample_context_batch`: the context's next state follows the same user's pull as the transition's
+    (equal means per user) and is independent of the transition itself (no correlation)."""
+    for user in (0, 1):
+        batch, (context_s, _) = TWO.sample_context_batch(jr.key(user), 20_000, user)
+        np.testing.assert_allclose(
+            np.mean(np.asarray(context_s), axis=0),
+            np.mean(np.asarray(batch.next_observations), axis=0),
+            atol=0.02,
+        )
+    batch, (context_s, _) = TWO.sample_context_batch(jr.key(2), 20_000)
+    within = np.asarray(batch.next_observations[:, 0]) - float(TWO.center[0])
+    across = np.asarray(context_s[:, 0]) - float(TWO.center[0])
+    # Mixed users: the pair shares the user (positive correlation), nothing else.
+    users_only = np.corrcoef(within, across)[0, 1]
+    batch0, (context0, _) = TWO.sample_context_batch(jr.key(3), 20_000, 0)
+    same_user = np.corrcoef(np.asarray(batch0.next_observations[:, 0]), np.asarray(context0[:, 0]))[0, 1]
+    assert users_only > 0.3 and abs(same_user) < 0.03
