@@ -340,3 +340,24 @@ def test_config_future_intention_gradient_reaches_the_encoder_only_through_the_f
     assert not tree_allclose(off.encoder, on.encoder, rtol=1e-3, atol=1e-7)
     assert tree_allclose(off.field, on.field, rtol=1e-6, atol=1e-8)
     assert tree_allclose(off.actor, on.actor, rtol=0, atol=0)
+
+
+def test_an_episode_context_reaches_the_loss_through_the_agents_sampler(state, dataset, optim):
+    """With `intention_context="episode"` a training block draws its batches with
+    `sample_batch_with_context` (the agent's `sample_batch`): it equals the same updates taken one
+    by one on such batches, and differs from the next-pair default."""
+    config = dataclasses.replace(
+        CONFIG, intention_context="episode", context_window=5, future_intention_gradient=True
+    )
+    key = jr.key(7)
+    block = eqx.filter_jit(infom.pretrain_block)
+    got, _ = block(state, dataset[0], key=key, num_updates=3, config=config, optim=optim)
+    want = state
+    for update_key in jr.split(key, 3):
+        batch_key, step_key = jr.split(update_key)
+        batch = infom.sample_batch_with_context(dataset[0], batch_key, config.batch_size, window=5)
+        want, _ = _pretrain_step(want, batch, key=step_key, config=config, optim=optim)
+    assert tree_allclose(got.models, want.models, rtol=1e-5, atol=1e-6)
+    plain_config = dataclasses.replace(config, intention_context="next_pair")
+    plain, _ = block(state, dataset[0], key=key, num_updates=3, config=plain_config, optim=optim)
+    assert _changed(plain.models.encoder, got.models.encoder)
