@@ -152,6 +152,13 @@ class InFOMConfig:
       (at most one of the two; see [`sample_future`][]). The
       defaults are the paper's; `benchmarks/sample_future_solvers.py` measures the
       alternatives' accuracy and cost.
+    - `student_steps` (`None`), `student_futures` (1): with `student_steps = k`, the critic's
+      futures (and "standard_gpi"'s) come from a *student* field `Models.student` that takes `k`
+      Euler steps, distilled during fine-tuning into the sampler it replaces (the field with
+      `critic_solver` and `critic_flow_steps`) by [`sampler_distill_loss`][] on
+      `student_futures` futures per state of each batch, prior intentions. The student starts
+      fine-tuning as a copy of the field. `None` (the paper) samples from the field itself.
+      `benchmarks/distilled_sampler.py` measures its accuracy and cost.
     """
 
     network: NetworkConfig = NetworkConfig()
@@ -181,12 +188,21 @@ class InFOMConfig:
     critic_flow_steps: int | None = None
     antithetic_futures: bool = False
     latin_hypercube_futures: bool = False
+    student_steps: int | None = None
+    student_futures: int = 1
 
     def __post_init__(self):
         owner = "InFOMConfig"
         if not isinstance(self.network, NetworkConfig):
             raise ValueError(f"{owner}.network must be a NetworkConfig, got {type(self.network).__name__}")
-        for name in ("batch_size", "num_futures", "num_flow_steps", "actor_freq", "num_gpi_intentions"):
+        for name in (
+            "batch_size",
+            "num_futures",
+            "num_flow_steps",
+            "actor_freq",
+            "num_gpi_intentions",
+            "student_futures",
+        ):
             _check_positive_int(owner, name, getattr(self, name))
         if not self.learning_rate > 0:
             raise ValueError(f"{owner}.learning_rate must be positive, got {self.learning_rate!r}")
@@ -223,6 +239,8 @@ class InFOMConfig:
                 f"{owner}.critic_flow_steps must be a positive integer or None (num_flow_steps), "
                 f"got {self.critic_flow_steps!r}"
             )
+        if self.student_steps is not None:
+            _check_positive_int(owner, "student_steps", self.student_steps)
         if self.antithetic_futures and self.num_futures % 2:
             raise ValueError(f"{owner}.antithetic_futures needs an even num_futures, got {self.num_futures}")
         if self.antithetic_futures and self.latin_hypercube_futures:

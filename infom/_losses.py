@@ -249,6 +249,81 @@ def sarsa_flow_loss(
     return loss, FlowLossAux(current_loss, future_loss, flow_loss, kl)
 
 
+# --------------------------------------------------------------------------- a distilled sampler
+
+
+class SamplerDistillAux(NamedTuple):
+    """`distance`: mean Euclidean distance `|| Phi_u(x_0) - Phi_v(x_0) ||` between the student's and
+    the teacher's samples from the same noise (observation units)."""
+
+    distance: Scalar
+
+
+@boundary(student_steps=POSITIVE_INT, teacher_steps=POSITIVE_INT)
+def sampler_distill_loss(
+    student: AbstractVectorField,
+    teacher: AbstractVectorField,
+    noise: Float[Array, "*#batch obs_dim"],
+    observations: Float[Array, "*#batch obs_dim"],
+    actions: Float[Array, "*#batch action_dim"],
+    intentions: Float[Array, "*#batch latent_dim"],
+    *,
+    student_steps: int = 1,
+    teacher_steps: int = 10,
+    teacher_solver: diffrax.AbstractSolver | None = None,
+    clip: tuple[Float[Array, " obs_dim"], Float[Array, " obs_dim"]] | None = None,
+) -> tuple[Scalar, SamplerDistillAux]:
+    """Distils a teacher's flow sampler into a student that takes `student_steps` Euler steps.
+
+    With `Phi_v(x_0)` the teacher's solve of `dx/dt = v(t, x, s, a, z)` from `x(0) = x_0` to
+    `t = 1` (`teacher_steps` steps of `teacher_solver`, Euler by default) and `Phi_u(x_0)` the
+    student's solve with `student_steps` explicit Euler steps (one step:
+    `Phi_u(x_0) = x_0 + u(0, x_0, s, a, z)`), the loss is the regression of the student's map on
+    the teacher's, from the same noise:
+
+    `L(u) = mean_samples mean_j (Phi_u(x_0) - stop_gradient(Phi_v(x_0)))_j^2`.
+
+    Both maps push `N(0, I)` forward to a distribution; where `L = 0` they are the same map, so
+    the student draws exactly the teacher's futures (`q(. | s, a, z)` as the teacher's solver
+    samples it) with `student_steps` field evaluations instead of the teacher's. The minimiser
+    over all maps is the teacher's map itself (a deterministic function of `(x_0, s, a, z)`);
+    a field whose trajectories are straight lines (`v` constant along them) is its own exact
+    one-step student. No gradient reaches the teacher.
+
+    **Arguments:**
+
+    - `student`: the student field `u` (trained), e.g. a [`VectorField`][] initialised as a
+      copy of the teacher.
+    - `teacher`: the teacher field `v` (frozen).
+    - `noise`: the initial points `x_0` shared by both solves.
+    - `observations`, `actions`, `intentions`: the conditioning `(s, a, z)`, broadcastable
+      against `noise` (see [`solve_flow`][]).
+    - `student_steps`, `teacher_steps`: positive integers.
+    - `teacher_solver`: a diffrax solver for the teacher (Euler by default).
+    - `clip`: optional `(lower, upper)` bounds applied after every step of both solves.
+
+    **Returns:** `(loss, SamplerDistillAux)`.
+    """
+    target = solve_flow(
+        frozen(teacher),
+        noise,
+        observations,
+        actions,
+        intentions,
+        num_steps=teacher_steps,
+        solver=teacher_solver,
+        clip=clip,
+    )
+    target = jax.lax.stop_gradient(target)
+    prediction = solve_flow(
+        student, noise, observations, actions, intentions, num_steps=student_steps, clip=clip
+    )
+    diff = prediction - target
+    loss = jnp.mean(jnp.square(diff))
+    distance = jnp.mean(jnp.linalg.norm(jax.lax.stop_gradient(diff), axis=-1))
+    return loss, SamplerDistillAux(distance)
+
+
 # --------------------------------------------------------------------------- fine-tuning losses
 
 

@@ -329,13 +329,18 @@ class Actor(eqx.Module):
 
 
 class Models(eqx.Module):
-    """All trainable InFOM networks in one pytree (the target field lives elsewhere)."""
+    """All trainable InFOM networks in one pytree (the target field lives elsewhere).
+
+    `student` is `None` unless the critic samples its futures from a distilled student field
+    (`InFOMConfig.student_steps`, [`sampler_distill_loss`][]).
+    """
 
     encoder: IntentionEncoder
     field: VectorField
     reward: RewardModel
     critic: Critic
     actor: Actor
+    student: VectorField | None = None
 
 
 def init_models(

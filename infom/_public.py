@@ -13,6 +13,7 @@ from ._losses import (
     FlowLossAux as FlowLossAux,
     Intention as Intention,
     RegressionAux as RegressionAux,
+    SamplerDistillAux as SamplerDistillAux,
     actor_loss as actor_loss,
     bc_loss as bc_loss,
     critic_values as critic_values,
@@ -26,6 +27,7 @@ from ._losses import (
     min_q as min_q,
     reset_target as reset_target,
     reward_loss as reward_loss,
+    sampler_distill_loss as sampler_distill_loss,
     sarsa_flow_loss as sarsa_flow_loss,
 )
 from ._networks import (
@@ -69,6 +71,7 @@ from .agents.infom import (
     pretrain_loss as pretrain_loss,
     pretrain_step as pretrain_step,
     start_finetuning as start_finetuning,
+    student_loss as student_loss,
 )
 from .agents.iql import IQLConfig as IQLConfig
 from .agents.rebrac import ReBRACConfig as ReBRACConfig

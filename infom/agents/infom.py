@@ -27,6 +27,7 @@ from .._losses import (
     frozen,
     reset_target,
     reward_loss,
+    sampler_distill_loss,
     sarsa_flow_loss,
 )
 from .._networks import Models, VectorField, init_models
@@ -57,7 +58,8 @@ class PretrainMetrics(NamedTuple):
 
 
 class FinetuneMetrics(NamedTuple):
-    """Per-update fine-tuning metrics (batch means); actor terms are 0 when it did not update."""
+    """Per-update fine-tuning metrics (batch means); actor terms are 0 when it did not update,
+    student terms ([`sampler_distill_loss`][] and its `distance`) 0 without a student."""
 
     loss: Scalar
     reward_loss: Scalar
@@ -73,6 +75,8 @@ class FinetuneMetrics(NamedTuple):
     bc_loss: Scalar
     action_mse: Scalar
     actor_updated: Bool[Array, ""]
+    student_loss: Scalar
+    student_distance: Scalar
 
 
 def _clip(normalizer: Normalizer, config: InFOMConfig) -> tuple[Array, Array] | None:
@@ -156,13 +160,55 @@ def _critic_noise(config: InFOMConfig, futures_axis: int) -> AbstractNoise:
     return GaussianNoise()
 
 
-def _critic_sampling(config: InFOMConfig, *, futures_axis: int) -> dict:
-    """`sample_future` options of the Monte-Carlo Q's futures (see `InFOMConfig.critic_solver`)."""
-    return dict(
-        num_steps=config.num_flow_steps if config.critic_flow_steps is None else config.critic_flow_steps,
-        solver=config.critic_solver,
-        noise=_critic_noise(config, futures_axis),
+def _critic_steps(config: InFOMConfig) -> int:
+    return config.num_flow_steps if config.critic_flow_steps is None else config.critic_flow_steps
+
+
+def _critic_sampler(models: Models, config: InFOMConfig, *, futures_axis: int) -> tuple[VectorField, dict]:
+    """The (frozen) field the Monte-Carlo Q's futures come from, and its `sample_future` options:
+    the field with `config.critic_solver` and its steps, or the distilled student with
+    `config.student_steps` Euler steps (see `InFOMConfig.student_steps`)."""
+    noise = _critic_noise(config, futures_axis)
+    if models.student is not None:
+        assert config.student_steps is not None
+        return frozen(models.student), dict(num_steps=config.student_steps, noise=noise)
+    return frozen(models.field), dict(
+        num_steps=_critic_steps(config), solver=config.critic_solver, noise=noise
     )
+
+
+def student_loss(
+    models: Models,
+    batch: Batch,
+    *,
+    key: PRNGKeyArray,
+    config: InFOMConfig,
+    clip: tuple[Float[Array, " obs_dim"], Float[Array, " obs_dim"]] | None = None,
+) -> tuple[Scalar, Scalar]:
+    """[`sampler_distill_loss`][] of `models.student` (`config.student_steps` Euler steps) on the
+    sampler it replaces, the frozen field with `config.critic_solver` and its steps, on
+    `config.student_futures` futures per state of `batch` from intentions drawn as the critic's
+    ([`mc_q_targets`][]). Returns `(loss, distance)`."""
+    assert models.student is not None and config.student_steps is not None
+    z_key, noise_key = jr.split(key)
+    z = _critic_intentions(models, batch, z_key, config)
+    if z.ndim == 3:  # one intention per future: the student learns from the first
+        z = z[0]
+    size, obs_dim = batch.observations.shape
+    noise = jr.normal(noise_key, (config.student_futures, size, obs_dim), dtype=batch.observations.dtype)
+    loss, aux = sampler_distill_loss(
+        models.student,
+        models.field,
+        noise,
+        batch.observations,
+        batch.actions,
+        z,
+        student_steps=config.student_steps,
+        teacher_steps=_critic_steps(config),
+        teacher_solver=config.critic_solver,
+        clip=clip,
+    )
+    return loss, aux.distance
 
 
 def mc_q_targets(
@@ -174,20 +220,22 @@ def mc_q_targets(
     clip: tuple[Float[Array, " obs_dim"], Float[Array, " obs_dim"]] | None = None,
 ) -> Float[Array, " batch"]:
     """The critic's targets `Q_hat(s, a, z) = 1/(1 - gamma) mean_i r_phi(s_f^i)`, with
-    `s_f^i ~ q(. | s, a, z)` drawn by the online field (no gradient) and `z` per
-    `config.critic_intentions` / `config.intention_sharing`."""
+    `s_f^i ~ q(. | s, a, z)` drawn by the online field (or its distilled student, if
+    `models.student` is set; no gradient) and `z` per `config.critic_intentions` /
+    `config.intention_sharing`."""
     z_key, future_key = jr.split(key)
     z = _critic_intentions(models, batch, z_key, config)
     size = batch.observations.shape[0]
+    field, sampling = _critic_sampler(models, config, futures_axis=0)
     futures = sample_future(
-        frozen(models.field),
+        field,
         batch.observations,
         batch.actions,
         z,
         key=future_key,
         shape=(config.num_futures, size),
         clip=clip,
-        **_critic_sampling(config, futures_axis=0),
+        **sampling,
     )
     return jax.lax.stop_gradient(mc_q(frozen(models.reward), futures, gamma=config.gamma))
 
@@ -195,7 +243,8 @@ def mc_q_targets(
 def _q_function(models: Models, key: PRNGKeyArray, config: InFOMConfig, clip):
     """The batched `Q(s, a)` the actor maximises; no gradient reaches any network but the actor."""
     if config.policy_extraction == "standard_gpi":
-        field, reward = frozen(models.field), frozen(models.reward)
+        field, sampling = _critic_sampler(models, config, futures_axis=1)
+        reward = frozen(models.reward)
 
         def gpi_q(observations, actions):
             z_key, future_key = jr.split(key)
@@ -209,7 +258,7 @@ def _q_function(models: Models, key: PRNGKeyArray, config: InFOMConfig, clip):
                 key=future_key,
                 shape=(config.num_gpi_intentions, config.num_futures, size),
                 clip=clip,
-                **_critic_sampling(config, futures_axis=1),
+                **sampling,
             )
             return standard_gpi(mc_q(reward, futures, gamma=config.gamma))
 
@@ -235,12 +284,15 @@ def finetune_loss(
     3. the implicit-GPI critic [`expectile_distill`][] of `Q_hat` ([`mc_q_targets`][]);
     4. if `update_actor`, the DDPG + BC [`actor_loss`][] against `min_heads Q_psi`
        (or, for `policy_extraction="standard_gpi"`, against `max_k Q_hat(s, a, z_k)`
-       differentiated through the ODE).
+       differentiated through the ODE);
+    5. with a student field (`config.student_steps`), its [`student_loss`][].
 
     Each network gets gradients from its own terms only: the futures, the reward model inside
-    `Q_hat`, and the critic inside the actor loss are all stop-gradient.
+    `Q_hat`, the critic inside the actor loss and the student's teacher are all stop-gradient.
+    `key` is split into `(flow, critic, actor, student)` keys (the first three are the same
+    with or without a student).
     """
-    flow_key, critic_key, actor_key = jr.split(key, 3)
+    flow_key, critic_key, actor_key, student_key = jr.split(key, 4)
     s, a = batch.observations, batch.actions
     reward, reward_aux = reward_loss(models.reward, s, batch.rewards)
     flow, flow_aux = _flow_terms(models, target_field, batch, flow_key, config, clip)
@@ -270,7 +322,11 @@ def finetune_loss(
 
     update_actor = jnp.asarray(update_actor)
     actor, actor_aux = jax.lax.cond(update_actor, with_actor, without_actor, models)
-    total = reward + flow + critic + actor
+    if models.student is not None:
+        student, student_distance = student_loss(models, batch, key=student_key, config=config, clip=clip)
+    else:
+        student = student_distance = jnp.zeros((), dtype=flow.dtype)
+    total = reward + flow + critic + actor + student
     metrics = FinetuneMetrics(
         loss=total,
         reward_loss=reward,
@@ -286,6 +342,8 @@ def finetune_loss(
         bc_loss=actor_aux.bc_loss,
         action_mse=actor_aux.action_mse,
         actor_updated=update_actor,
+        student_loss=student,
+        student_distance=student_distance,
     )
     _ = reward_aux
     return total, metrics
@@ -297,9 +355,17 @@ def finetune_loss(
 def init(
     obs_dim: int, action_dim: int, config: InFOMConfig, *, key: PRNGKeyArray
 ) -> tuple[Models, VectorField]:
-    """The five networks of `config.network`, and the target field (a copy of the field)."""
+    """The five networks of `config.network` (and, with `config.student_steps`, a student field:
+    a copy of the field), and the target field (a copy of the field)."""
     models = init_models(obs_dim, action_dim, config.network, key=key)
+    if config.student_steps is not None:
+        models = _with_student(models)
     return models, reset_target(models.field)
+
+
+def _with_student(models: Models) -> Models:
+    """`models` with its student set to a copy of its field."""
+    return eqx.tree_at(lambda m: m.student, models, reset_target(models.field), is_leaf=lambda x: x is None)
 
 
 def _pretrain(online, target, batch, *, key, config, normalizer, update_actor):
@@ -327,7 +393,10 @@ def update_target(target: VectorField, online: Models, config: InFOMConfig) -> V
 def _start_finetuning(
     online: Models, target: VectorField, config: InFOMConfig | None
 ) -> tuple[Models, VectorField]:
-    """The target field is reset to the online field, as the reference does when fine-tuning starts."""
+    """The target field is reset to the online field, as the reference does when fine-tuning starts;
+    a student field starts as a copy of the pre-trained field."""
+    if online.student is not None:
+        online = _with_student(online)
     return online, reset_target(online.field)
 
 
