@@ -58,6 +58,17 @@ SETTINGS = {
     # The CPU preset with standard GPI: the actor differentiates through the ODE over 8
     # intentions, so running the actor loss on every update (a select) is expensive.
     "cpu-preset-standard-gpi": ((256,) * 3, 128, 8, 10, {"policy_extraction": "standard_gpi"}),
+    # The critic's futures from a distilled one-step student (`student_steps`; its teacher is the
+    # field with 10 Euler steps on 1 future per state), and from 2 midpoint steps, for comparison.
+    "cpu-preset-student-1": ((256,) * 3, 128, 8, 10, {"student_steps": 1}),
+    "cpu-preset-midpoint-2": (
+        (256,) * 3,
+        128,
+        8,
+        10,
+        {"critic_solver": diffrax.Midpoint(), "critic_flow_steps": 2},
+    ),
+    "paper-student-1": ((512,) * 4, 512, 16, 10, {"student_steps": 1}),
 }
 # The paper's public code on a 2-core machine of this kind (FACTS.md), as matmul-GFLOP-equivalents
 # (median seconds x that machine's 145 GFLOP/s matmul rate); for orientation only.
@@ -75,13 +86,22 @@ def _mlp_macs(in_dim: int, widths: tuple[int, ...]) -> int:
 
 
 def analytic_gflop(
-    hidden, latent, futures, steps, *, split: bool = True, critic_evals: int | None = None
+    hidden,
+    latent,
+    futures,
+    steps,
+    *,
+    split: bool = True,
+    critic_evals: int | None = None,
+    student: tuple[int, int] | None = None,
 ) -> tuple[float, float, float]:
     """FLOPs of (pre-training update, fine-tuning update with actor, critic futures alone).
 
     A forward pass costs 2 x MACs and a forward + backward pass 3 x that. With `split=False`
     the field's first layer sees the full concatenation `[x, t, s, a, z]` at every evaluation,
-    as in the reference implementation.
+    as in the reference implementation. `student = (student_steps, student_futures)` adds the
+    distillation of a student (its teacher takes `critic_evals` evaluations) and samples the
+    critic's futures with the student's steps.
     """
     h0 = hidden[0]
     trunk = _mlp_macs(h0, (*hidden[1:], OBS))
@@ -103,8 +123,15 @@ def analytic_gflop(
     )
     pretrain = flow + 3 * actor
     critic_evals = steps if critic_evals is None else critic_evals
+    distill = 0
+    if student is not None:
+        student_steps, student_futures = student
+        # teacher: conditioning + its solve; student: conditioning + its solve, forward + backward
+        distill = cond_once + student_futures * critic_evals * velocity
+        distill += 3 * (cond_once + student_futures * student_steps * velocity)
+        critic_evals = student_steps
     critic_futures = cond_once + futures * critic_evals * velocity + futures * reward
-    finetune = flow + 3 * reward + critic_futures + 3 * critic + 3 * actor + 3 * critic
+    finetune = flow + 3 * reward + critic_futures + 3 * critic + 3 * actor + 3 * critic + distill
     return tuple(2 * BATCH * macs / 1e9 for macs in (pretrain, finetune, critic_futures))
 
 
@@ -217,8 +244,11 @@ def run_setting(name: str, repeat: int, block: int = 20, seeds_only: bool = Fals
     evals = (extra.get("critic_flow_steps") or steps) * (
         2 if isinstance(extra.get("critic_solver"), (diffrax.Midpoint, diffrax.Heun)) else 1
     )
-    result["gflop"] = analytic_gflop(hidden, latent, futures, steps, critic_evals=evals)
-    result["gflop_unsplit"] = analytic_gflop(hidden, latent, futures, steps, split=False, critic_evals=evals)
+    student = (extra["student_steps"], 1) if "student_steps" in extra else None
+    result["gflop"] = analytic_gflop(hidden, latent, futures, steps, critic_evals=evals, student=student)
+    result["gflop_unsplit"] = analytic_gflop(
+        hidden, latent, futures, steps, split=False, critic_evals=evals, student=student
+    )
     result["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return result
 

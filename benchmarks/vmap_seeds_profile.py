@@ -8,15 +8,23 @@ Pieces (CPU preset sizes: 3 x 256, latent 128, 8 futures x 10 Euler; obs 28, act
 - `futures`: the critic's Monte-Carlo Q targets (`mc_q_targets`: 8 futures per state by a diffrax solve);
 - `flow_grad`: the gradient of the SARSA flow loss (its bootstrapped sample is a 10-step solve too);
 - `critic_grad`: the futures plus the gradient of the expectile distillation;
-- `step_no_actor`: a whole fine-tuning update without the actor.
+- `step_no_actor`: a whole fine-tuning update without the actor;
+- `euler_scan`: the critic's futures' ODE as a plain `lax.scan` of 10 Euler steps over the same
+  2,048 rows (no diffrax), from the same conditioning: is the cost in diffrax's loop or in the math?
+- `field_2048` / `field_256`: one evaluation of the field's velocity on 2,048 / 256 rows: the
+  matmuls alone;
+- `futures_chunked`: the futures drawn as 4 sequential chunks of 2 futures (`lax.map`), the same
+  math with a working set a quarter the size.
 
     python benchmarks/vmap_seeds_profile.py [--repeat 7] [--seeds 3]
 """
 
 import argparse
+import dataclasses
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from _common import header, interleaved_medians, print_table
@@ -74,8 +82,43 @@ def main() -> None:
     def step_no_actor(state, batch, key):
         return infom.finetune_step(state, batch, key=key, config=config, optim=optim, update_actor=False)
 
+    def _velocity(field, x, cond):
+        return jax.vmap(field.velocity, in_axes=(None, 0, 0))(0.5, x, cond)
+
+    def _rows(state, batch, key, futures):
+        models = state.models
+        z = jr.normal(key, (BATCH, config.network.latent_dim))
+        cond = infom.field_conditioning(models.field, batch.observations, batch.actions, z)
+        cond = jnp.broadcast_to(cond, (futures, *cond.shape)).reshape(futures * BATCH, -1)
+        return models.field, jr.normal(key, (futures * BATCH, OBS)), cond
+
+    def euler_scan(state, batch, key):
+        field, x, cond = _rows(state, batch, key, config.num_futures)
+
+        def step(x, t):
+            return x + jax.vmap(field.velocity, in_axes=(None, 0, 0))(t, x, cond) / 10, None
+
+        return jax.lax.scan(step, x, jnp.arange(10, dtype=x.dtype) / 10)[0]
+
+    def field_2048(state, batch, key):
+        return _velocity(*_rows(state, batch, key, config.num_futures))
+
+    def field_256(state, batch, key):
+        return _velocity(*_rows(state, batch, key, 1))
+
+    def futures_chunked(state, batch, key):
+        chunk = dataclasses.replace(config, num_futures=2)
+        return jnp.mean(
+            jax.lax.map(lambda k: mc_q_targets(state.models, batch, key=k, config=chunk), jr.split(key, 4)),
+            axis=0,
+        )
+
     pieces = {
         "futures": futures,
+        "euler_scan": euler_scan,
+        "field_2048": field_2048,
+        "field_256": field_256,
+        "futures_chunked": futures_chunked,
         "flow_grad": flow_grad,
         "critic_grad": critic_grad,
         "step_no_actor": step_no_actor,
