@@ -14,10 +14,12 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, Bool, Float, Int, Key, PRNGKeyArray, PyTree
 
 from .._types import Batch
 from ..data._dataset import Dataset, Normalizer, sample_batch
+from ._sharding import SEEDS, is_single_device, shard_batch
 
 
 class TrainState(eqx.Module):
@@ -153,6 +155,7 @@ def train_block(
     config: Any,
     optim: optax.GradientTransformation,
     first_step: Int[Array, ""] | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, tuple]:
     """`num_updates` [`train_step`][]s on batches sampled in-jit from `dataset`, as one
     `lax.scan`; returns the final state and every update's metrics (stacked).
@@ -160,7 +163,9 @@ def train_block(
     Keys: `split(key, num_updates)[u]` is update `u`'s, split into `(batch, loss)`.
     `first_step` (default `state.step`) counts the updates done before the block: when
     vmapping over seeds, pass it unbatched (it is the same for every seed), so that the
-    actor's schedule stays a branch instead of a select that runs both sides.
+    actor's schedule stays a branch instead of a select that runs both sides. With a `mesh`
+    ([`make_mesh`][]), each sampled batch is split over its `data` axis (the batch is the same
+    whatever the mesh: it is drawn from the same key).
     """
     if first_step is None:
         first_step = state.step
@@ -169,7 +174,7 @@ def train_block(
     def body(state, inputs):
         key, step = inputs
         batch_key, step_key = jr.split(key)
-        batch = _agent_batch(agent, dataset, batch_key, config)
+        batch = shard_batch(_agent_batch(agent, dataset, batch_key, config), mesh)
         return train_step(
             agent,
             loss_fn,
@@ -206,24 +211,37 @@ def seeds_block(
     config: Any,
     optim: optax.GradientTransformation,
     first_step: Int[Array, ""],
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, tuple]:
     """[`train_block`][] for every seed in one compiled program: vmapped over the stacked
     `states` and `keys` (one per seed), with `first_step` shared by the seeds (unbatched, so the
     actor's schedule stays a branch). Returns the new states and every seed's metrics
-    `[num_seeds, num_updates]`."""
-    return eqx.filter_vmap(
-        lambda state, key: train_block(
+    `[num_seeds, num_updates]`.
+
+    With a `mesh` ([`make_mesh`][]; `states` placed with [`place_states`][], `dataset` with
+    [`place_replicated`][]) the seed axis is split over the mesh's `seeds` axis
+    (`spmd_axis_name`) and every batch over its `data` axis; the numbers are one device's up to
+    the order of floating-point reductions."""
+    arrays, static = eqx.partition(states, eqx.is_array)
+
+    def one_seed(arrays, key):
+        new_state, metrics = train_block(
             agent,
             loss_fn,
-            state,
+            eqx.combine(arrays, static),
             dataset,
             key=key,
             num_updates=num_updates,
             config=config,
             optim=optim,
             first_step=first_step,
+            mesh=mesh,
         )
-    )(states, keys)
+        return eqx.filter(new_state, eqx.is_array), metrics
+
+    spmd_axis = None if is_single_device(mesh) else SEEDS
+    new_arrays, metrics = jax.vmap(one_seed, spmd_axis_name=spmd_axis)(arrays, keys)
+    return eqx.combine(new_arrays, static), metrics
 
 
 @eqx.filter_jit
