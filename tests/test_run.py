@@ -1,7 +1,12 @@
 """The end-to-end run: run directory, evaluation, exact kill-and-resume, non-finite diagnosis, CLI."""
 
+import argparse
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -621,3 +626,54 @@ def test_the_command_starts_without_importing_jax():
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip().endswith("heavy: []"), out
+
+
+# --------------------------------------------------------------------------- on a mesh of devices
+
+
+def test_a_mesh_the_machine_or_the_run_cannot_split_over_is_refused_before_anything_is_written(
+    tmp_path, data
+):
+    from infom.run._cli import _mesh_shape
+
+    assert _mesh_shape("2x4") == (2, 4) and _mesh_shape("1X1") == (1, 1)
+    for bad in ("2", "2x0", "axb", "1x2x3"):
+        with pytest.raises(argparse.ArgumentTypeError, match="SEEDSxDATA"):
+            _mesh_shape(bad)
+    with pytest.raises(ValueError, match="a 2 x 1 mesh needs 2 devices, but 1 are available"):
+        infom.train(TASK, tmp_path / "run", CONFIG, RUN, data=data, progress=False, mesh_shape=(2, 1))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_run_moves_between_one_and_two_devices_and_ends_with_one_devices_parameters(
+    tmp_path, finished, dataset_dir
+):
+    """Killed after 30 updates on a 1 x 2 mesh (each batch over 2 devices) and resumed on one device;
+    killed on one device and resumed with the seeds over 2 devices: both end with the parameters of
+    the uninterrupted one-device run, to float32 reduction-order error."""
+    code = f"""
+import sys
+import equinox as eqx, jax, numpy as np
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import infom
+from test_run import CONFIG, RUN, TASK
+assert len(jax.devices()) == 2
+data = infom.load_task_data(TASK, RUN, dataset_dir={str(dataset_dir)!r}, generate_missing=False)
+root = {str(tmp_path)!r}
+for name, first, second in (("a", (1, 2), None), ("b", None, (2, 1))):
+    run_dir = f"{{root}}/{{name}}"
+    infom.train(TASK, run_dir, CONFIG, RUN, data=data, progress=False, stop_after=30, mesh_shape=first)
+    infom.train(None, run_dir, resume=True, data=data, progress=False, mesh_shape=second)
+print("ok")
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1200
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    want = _params(infom.load_run(finished[0])[3])
+    for name in ("a", "b"):
+        got = _params(infom.load_run(tmp_path / name)[3])
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)

@@ -90,6 +90,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _mesh_shape(text: str) -> tuple[int, int]:
+    """`SEEDSxDATA`, e.g. `2x4`: two positive integers."""
+    parts = text.lower().split("x")
+    try:
+        seeds, data = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be SEEDSxDATA, e.g. 1x4, got {text!r}") from None
+    if seeds < 1 or data < 1:
+        raise argparse.ArgumentTypeError(f"must be two positive integers SEEDSxDATA, got {text!r}")
+    return seeds, data
+
+
 # ---------------------------------------------------------------------------------------
 # infom data ...
 # ---------------------------------------------------------------------------------------
@@ -316,6 +328,13 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="stop with the command to run instead of generating missing data",
     )
+    train.add_argument(
+        "--mesh",
+        type=_mesh_shape,
+        metavar="SEEDSxDATA",
+        help="train on SEEDS x DATA devices: the seeds split over SEEDS of them, each batch over DATA "
+        "(default: one device; e.g. --mesh 1x4 on 4 GPUs; also with --resume)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
@@ -373,6 +392,7 @@ def _train(args: argparse.Namespace) -> int:
             generate_missing=not args.no_generate,
             progress=not args.quiet,
             log=_log,
+            mesh_shape=args.mesh,
         )
     else:
         if not args.env:
@@ -403,6 +423,7 @@ def _train(args: argparse.Namespace) -> int:
             generate_missing=not args.no_generate,
             progress=not args.quiet,
             log=_log,
+            mesh_shape=args.mesh,
         )
     print(f"run directory: {result.run_dir}")
     for row in result.evaluations:

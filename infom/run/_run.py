@@ -549,6 +549,7 @@ def train(
     log: Callable[[str], None] = lambda message: None,
     data: RunData | None = None,
     stop_after: int | None = None,
+    mesh_shape: tuple[int, int] | None = None,
 ) -> RunResult:
     """Pre-trains, fine-tunes and evaluates an agent (InFOM by default) on an OGBench task,
     writing a run directory.
@@ -595,6 +596,10 @@ def train(
     - `data`: pre-loaded [`RunData`][] (skips the files; for tests and notebooks). A resumed
       run must be given the same arrays (checked by fingerprint).
     - `stop_after`: stop (after checkpointing) once this many updates are done, as if killed.
+    - `mesh_shape`: `(seeds, data)` devices: the seeds split over `seeds` devices and each batch
+      over `data` ([`make_mesh`][]); `None` (default) is one device. Not part of the run's
+      record: a run resumes on any mesh, with the same numbers up to floating-point reduction
+      order (checkpoints hold host arrays).
 
     **Raises:** `NonFiniteLossError` naming the loss, update and seed if a loss becomes
     non-finite (the last checkpoint stays intact); `DatasetNotFoundError` /
@@ -624,6 +629,12 @@ def train(
     assert env_name is not None and config is not None and run is not None and agent is not None
 
     # Everything that can be refused is checked before the run directory is made.
+    mesh = None
+    if mesh_shape is not None:
+        from ..training._sharding import check_mesh, make_mesh
+
+        mesh = make_mesh(*mesh_shape)
+        check_mesh(mesh, num_seeds=run.num_seeds, batch_size=config.batch_size)
     missing: list[str] = []
     if resume and data is None and (run_dir / DATA_FILE).exists():
         _check_files_unchanged(run_dir, read_json(run_dir / DATA_FILE, "data record"), dataset_dir)
@@ -652,7 +663,7 @@ def train(
         data = _run_data(env_name, run, run_dir, dataset_dir, data, generate_missing, job, log)
         where = "training"
         return _train_loop(
-            env_name, run_dir, agent, config, run, data, job, log, stop_after, resume, states_out
+            env_name, run_dir, agent, config, run, data, job, log, stop_after, resume, states_out, mesh
         )
     except GenerationInterrupted as error:
         raise RunInterrupted(
@@ -744,6 +755,7 @@ def _train_loop(
     stop_after: int | None,
     resume: bool,
     states_out: list,
+    mesh: Any = None,
 ) -> RunResult:
     optim = make_optimizer(config)
     init = eqx.filter_vmap(
@@ -754,6 +766,14 @@ def _train_loop(
         states = load_checkpoint(run_dir, states)
     else:
         save_checkpoint(run_dir, states)  # so that even a failure in the first block loses nothing
+    if mesh is not None:
+        # Seeds split over the mesh's `seeds` axis; each device holds both datasets whole.
+        from ..training._sharding import place_replicated, place_states
+
+        states = place_states(states, mesh)
+        data = data._replace(
+            pretrain=place_replicated(data.pretrain, mesh), finetune=place_replicated(data.finetune, mesh)
+        )
     states_out.append(states)
     step = _states_step(states)
     for name in (PRETRAIN_CSV, FINETUNE_CSV, EVAL_CSV, DIAGNOSTICS_CSV):
@@ -808,6 +828,7 @@ def _train_loop(
             config=config,
             optim=optim,
             first_step=jnp.int32(step),
+            mesh=mesh,
         )
         metrics = jax.tree.map(np.asarray, metrics)  # waits for the block
         seconds = time.perf_counter() - started
