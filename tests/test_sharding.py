@@ -133,3 +133,94 @@ def test_a_mesh_the_run_cannot_split_over_is_refused_naming_what_does_not_divide
     """
     )
     assert out.strip().endswith("ok")
+
+
+# --------------------------------------------------------------------------- several processes
+
+_WORKER = os.path.join(os.path.dirname(__file__), "_distributed_worker.py")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def _launch(shape: str, out: str, *extra: str) -> list[subprocess.Popen]:
+    port = _free_port()
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    return [
+        subprocess.Popen(
+            [sys.executable, _WORKER, str(port), "2", str(pid), shape, out, *extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+
+
+def _reference_params():
+    import equinox as eqx
+    import jax.numpy as jnp
+    import numpy as np
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from _distributed_worker import setup
+
+    from infom.agents.infom import AGENT
+    from infom.training._train import seeds_block
+
+    states, dataset, keys, config, optim = setup()
+    for first, loss in ((0, AGENT.pretrain_loss), (4, AGENT.finetune_loss)):
+        states, _ = seeds_block(
+            AGENT,
+            loss,
+            states,
+            dataset,
+            keys=keys,
+            num_updates=4,
+            config=config,
+            optim=optim,
+            first_step=jnp.int32(first),
+        )
+    return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(states, eqx.is_array))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", ["1x2", "2x1"])
+def test_two_processes_train_to_the_parameters_of_one(tmp_path, shape):
+    """Two local processes (`jax.distributed` on localhost, gloo collectives, one CPU device each)
+    train 2 seeds for a pre-training and a fine-tuning block with each batch split over the two
+    processes (1x2) or one seed in each (2x1), and end with one process's parameters."""
+    import numpy as np
+
+    out = str(tmp_path / "params.npz")
+    workers = _launch(shape, out)
+    for worker in workers:
+        stdout, stderr = worker.communicate(timeout=600)
+        assert worker.returncode == 0, stderr[-3000:]
+    got = np.load(out)
+    want = _reference_params()
+    assert len(got.files) == len(want)
+    for i, expected in enumerate(want):
+        np.testing.assert_allclose(got[f"arr_{i}"], expected, rtol=1e-4, atol=2e-5)
+
+
+def test_a_process_that_dies_fails_the_other_with_an_error_instead_of_a_hang(tmp_path):
+    """Process 1 exits after joining; process 0, at its first collective, stops with an error within
+    the heartbeat timeout (5 s here) plus shutdown, well inside the 120 s this test allows."""
+    import time
+
+    started = time.perf_counter()
+    first, second = _launch("1x2", str(tmp_path / "unused.npz"), "--die")
+    second.communicate(timeout=120)
+    assert second.returncode == 3
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode != 0
+    assert time.perf_counter() - started < 120
+    assert "stopped sending heartbeats" in stderr, stderr[-2000:]

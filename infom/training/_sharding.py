@@ -61,18 +61,72 @@ def is_single_device(mesh: Mesh | None) -> bool:
     return mesh is None or math.prod(mesh.shape.values()) == 1
 
 
+def _place(tree: Any, sharding: NamedSharding) -> Any:
+    # From host values that every process holds alike (so also across processes, where a device of
+    # the mesh may belong to another process): each device takes its slice of the host array.
+    def put(x):
+        if not eqx.is_array(x):
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
+
+
 def place_states(states: Any, mesh: Mesh) -> Any:
     """Seed-stacked states (leading axis: seeds) with every array split over the mesh's `seeds` axis
-    and replicated over `data`."""
-    sharding = NamedSharding(mesh, PartitionSpec(SEEDS))
-    return jax.tree.map(lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, states)
+    and replicated over `data`. Every process passes the same values (e.g. the same keys' init, or
+    the same checkpoint)."""
+    return _place(states, NamedSharding(mesh, PartitionSpec(SEEDS)))
 
 
 def place_replicated(tree: Any, mesh: Mesh) -> Any:
     """`tree` with every array replicated on every device of `mesh` (e.g. a [`Dataset`][]: each device
-    holds the whole dataset, so that batches are gathered locally)."""
-    sharding = NamedSharding(mesh, PartitionSpec())
-    return jax.tree.map(lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, tree)
+    holds the whole dataset, so that batches are gathered locally). Every process passes its own copy
+    of the same values."""
+    return _place(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def to_host(tree: Any) -> Any:
+    """Every array of `tree` as one NumPy array holding all of it, in every process: arrays split over
+    devices of other processes are gathered (`multihost_utils.process_allgather`), so every process
+    must call this at the same point."""
+    from jax.experimental import multihost_utils
+
+    def get(x):
+        if not eqx.is_array(x):
+            return x
+        if x.is_fully_addressable:
+            return np.asarray(x)
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+    return jax.tree.map(get, tree)
+
+
+def initialize_distributed(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    initialization_timeout: int = 300,
+    heartbeat_timeout_seconds: int = 100,
+) -> None:
+    """Joins a multi-process run: `jax.distributed.initialize` (arguments default to JAX's environment
+    variables `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JAX_PROCESS_ID`, or a cluster's own),
+    with gloo collectives when the processes compute on CPU. Call it before anything else uses JAX.
+
+    A process that dies is detected by the others after `heartbeat_timeout_seconds` without a
+    heartbeat (the coordination service then stops every process with an error), or sooner by a
+    collective whose peer has gone.
+    """
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address,
+        num_processes,
+        process_id,
+        initialization_timeout=initialization_timeout,
+        heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+    )
 
 
 def shard_batch(batch: Any, mesh: Mesh | None) -> Any:
