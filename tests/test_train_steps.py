@@ -163,6 +163,7 @@ def test_block_equals_the_same_steps_taken_one_by_one(state, dataset, optim, get
     assert tree_allclose(block_state.models, s.models, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # the default run checks the same for fine-tuning blocks (the next test)
 def test_seeds_vmapped_in_one_program_equal_separate_runs(dataset, optim):
     keys = jr.split(jr.key(3), 2)
     init = lambda k: infom.init_train_state(OBS, ACT, dataset[1], CONFIG, optim, key=k)
