@@ -677,3 +677,55 @@ print("ok")
         got = _params(infom.load_run(tmp_path / name)[3])
         for a, b in zip(got, want, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+
+
+def test_distributed_needs_a_run_directory_every_process_names_alike(capsys):
+    from infom.run._cli import main
+
+    assert main(["train", "--env", TASK, "--distributed"]) == 1
+    assert "--distributed needs --run-dir" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_run_one_training_and_process_0_writes_the_run_directory(
+    tmp_path, finished, dataset_dir
+):
+    """Two local processes (`jax.distributed`, gloo) train one run, each batch split over both: process 0
+    writes the run directory and evaluates, and the run ends with one process's parameters."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from infom.training._sharding import initialize_distributed
+initialize_distributed(f"localhost:{{sys.argv[1]}}", 2, int(sys.argv[2]), heartbeat_timeout_seconds=30)
+import infom
+from test_run import CONFIG, RUN, TASK
+infom.train(TASK, {str(tmp_path / "run")!r}, CONFIG, RUN, dataset_dir={str(dataset_dir)!r}, progress=False)
+print("ok")
+"""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(port), str(pid)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=1200)
+        assert worker.returncode == 0, stderr[-3000:]
+    run_dir = tmp_path / "run"
+    assert (run_dir / "eval.json").exists() and (run_dir / "finetune_metrics.csv").exists()
+    assert json.loads((run_dir / "eval.json").read_text())[-1]["finetune_step"] == 20
+    want = _params(infom.load_run(finished[0])[3])
+    got = _params(infom.load_run(run_dir)[3])
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)

@@ -335,6 +335,13 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         help="train on SEEDS x DATA devices: the seeds split over SEEDS of them, each batch over DATA "
         "(default: one device; e.g. --mesh 1x4 on 4 GPUs; also with --resume)",
     )
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one of several processes (jax.distributed; JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+        "JAX_PROCESS_ID, or a cluster's own variables): process 0 writes the run directory and evaluates; "
+        "the run directory and datasets must be on a filesystem every process sees",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
@@ -375,6 +382,17 @@ def _train(args: argparse.Namespace) -> int:
     import time
 
     from ._presets import apply_overrides, default_preset_name, get_preset
+
+    if args.distributed:
+        if not args.resume and not args.run_dir:
+            raise ValueError("--distributed needs --run-dir (every process must write to the same directory)")
+        from ..training._sharding import initialize_distributed
+
+        initialize_distributed()
+        import jax
+
+        if jax.process_index() != 0:
+            args.quiet = True
     from ._run import train
 
     if args.resume:

@@ -486,6 +486,32 @@ class RunInterrupted(KeyboardInterrupt):
 DATA_FILE = "data.json"
 
 
+class _Processes(NamedTuple):
+    """The processes of a run: one (the default), or several joined by `jax.distributed`, of which
+    process 0 (`lead`) alone writes the run directory and evaluates."""
+
+    lead: bool
+    multi: bool
+
+    @classmethod
+    def current(cls) -> "_Processes":
+        return cls(jax.process_index() == 0, jax.process_count() > 1)
+
+    def barrier(self, name: str) -> None:
+        if self.multi:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+
+    def host(self, tree: Any) -> Any:
+        """`tree` as host arrays in every process (a collective when there are several)."""
+        if not self.multi:
+            return tree
+        from ..training._sharding import to_host
+
+        return to_host(tree)
+
+
 def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The `config.json` of a run directory; `FileNotFoundError` saying it is not a run
     directory when there is none, `ValueError` naming the file when it is torn."""
@@ -626,10 +652,14 @@ def train(
         if run_dir.exists() and any(run_dir.iterdir()):
             raise FileExistsError(f"{run_dir} is not empty; pass resume=True (--resume) to continue it")
         _check_preset_domain(env_name, preset)
+    processes = _Processes.current()
+    processes.barrier("infom: run directory checked")
     assert env_name is not None and config is not None and run is not None and agent is not None
 
     # Everything that can be refused is checked before the run directory is made.
     mesh = None
+    if mesh_shape is None and processes.multi:
+        mesh_shape = (1, jax.device_count())  # several processes: the batch over all their devices
     if mesh_shape is not None:
         from ..training._sharding import check_mesh, make_mesh
 
@@ -640,7 +670,7 @@ def train(
         _check_files_unchanged(run_dir, read_json(run_dir / DATA_FILE, "data record"), dataset_dir)
     if data is None:
         missing = _missing_kinds(env_name, run, dataset_dir, generate_missing)
-    if not resume:
+    if not resume and processes.lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
             run_dir / CONFIG_FILE,
@@ -660,17 +690,32 @@ def train(
     where = "preparing data"
     states_out: list[TrainState] = []  # the states of the last completed block, for an interruption
     try:
-        data = _run_data(env_name, run, run_dir, dataset_dir, data, generate_missing, job, log)
+        processes.barrier("infom: run directory made")
+        data = _run_data(env_name, run, run_dir, dataset_dir, data, generate_missing, job, log, processes)
         where = "training"
         return _train_loop(
-            env_name, run_dir, agent, config, run, data, job, log, stop_after, resume, states_out, mesh
+            env_name,
+            run_dir,
+            agent,
+            config,
+            run,
+            data,
+            job,
+            log,
+            stop_after,
+            resume,
+            states_out,
+            mesh,
+            processes,
         )
     except GenerationInterrupted as error:
         raise RunInterrupted(
             f"interrupted while {where}: {error}; resume with: infom train --resume {run_dir}"
         ) from None
     except KeyboardInterrupt:
-        if where == "training" and states_out:
+        if where == "training" and states_out and processes.multi:
+            kept = "the last checkpoint is kept"
+        elif where == "training" and states_out:
             states = states_out[0]
             with deferred_interrupts():
                 save_checkpoint(run_dir, states)
@@ -695,8 +740,10 @@ def _run_data(
     generate_missing: bool,
     job: JobProgress,
     log: Callable[[str], None],
+    processes: _Processes = _Processes(True, False),
 ) -> RunData:
-    """The run's data: generated if missing, checked against what the run started with."""
+    """The run's data: generated if missing (by process 0 of several), checked against what the run
+    started with."""
     recorded = read_json(run_dir / DATA_FILE, "data record") if (run_dir / DATA_FILE).exists() else None
     normalizer = load_normalizer(run_dir / NORMALIZER_FILE) if (run_dir / NORMALIZER_FILE).exists() else None
     from_files = data is None
@@ -708,27 +755,29 @@ def _run_data(
             job.advance(f"data {kind}", 1, seconds=now - last[0] if collected else None)
             last[0] = now
 
-        prepare_task_data(
-            env_name,
-            run,
-            dataset_dir=dataset_dir,
-            generate_missing=generate_missing,
-            progress=False,
-            log=log,
-            on_episode=on_episode,
-        )
+        if processes.lead:
+            prepare_task_data(
+                env_name,
+                run,
+                dataset_dir=dataset_dir,
+                generate_missing=generate_missing,
+                progress=False,
+                log=log,
+                on_episode=on_episode,
+            )
+        processes.barrier("infom: data prepared")
         job.set_note("loading data")
         data = _load_files(env_name, run, dataset_dir, normalizer)
     elif normalizer is not None:
         data = data._replace(normalizer=normalizer)
     fingerprint = data_fingerprint(data)
-    if recorded is None:
+    if recorded is None and processes.lead:
         if normalizer is None:
             save_normalizer(run_dir / NORMALIZER_FILE, data.normalizer)
         record = _data_record(env_name, dataset_dir, data, from_files)
         record.update(obs_dim=data.obs_dim, action_dim=data.action_dim)
         atomic_write_json(run_dir / DATA_FILE, record)
-    elif recorded["fingerprint"] != fingerprint:
+    elif recorded is not None and recorded["fingerprint"] != fingerprint:
         raise DatasetError(
             f"{run_dir / DATA_FILE}: the data given to this resumed run differ from those it started with "
             "(fingerprint mismatch); a resumed run trains on the same data or not at all"
@@ -756,16 +805,25 @@ def _train_loop(
     resume: bool,
     states_out: list,
     mesh: Any = None,
+    processes: _Processes = _Processes(True, False),
 ) -> RunResult:
     optim = make_optimizer(config)
     init = eqx.filter_vmap(
         lambda key: init_state(agent, data.obs_dim, data.action_dim, data.normalizer, config, optim, key=key)
     )
     states = init(init_keys(run.seed, run.num_seeds))
-    if checkpoint_steps(run_dir):
+    have_checkpoint = bool(checkpoint_steps(run_dir))
+    processes.barrier("infom: checkpoints listed")
+    if have_checkpoint:
         states = load_checkpoint(run_dir, states)
-    else:
+    elif processes.lead:
         save_checkpoint(run_dir, states)  # so that even a failure in the first block loses nothing
+
+    def checkpoint(states):
+        host = processes.host(states)
+        if processes.lead:
+            save_checkpoint(run_dir, host)
+
     if mesh is not None:
         # Seeds split over the mesh's `seeds` axis; each device holds both datasets whole.
         from ..training._sharding import place_replicated, place_states
@@ -777,7 +835,9 @@ def _train_loop(
     states_out.append(states)
     step = _states_step(states)
     for name in (PRETRAIN_CSV, FINETUNE_CSV, EVAL_CSV, DIAGNOSTICS_CSV):
-        _truncate_csv(run_dir / name, step)
+        if processes.lead:
+            _truncate_csv(run_dir / name, step)
+    processes.barrier("infom: resumed")
     if resume:
         log(f"resuming {run_dir} at update {step}")
 
@@ -793,16 +853,19 @@ def _train_loop(
         if _eval_due(step, run) and step not in done_evals:
             job.set_note(f"evaluating at fine-tuning update {step - run.pretrain_updates}", "evaluation")
             started = time.perf_counter()
-            rows = evaluate_run_states(env_name, agent, states, run)
-            rows = [{"step": step, "finetune_step": step - run.pretrain_updates, **r} for r in rows]
+            host_states = processes.host(states)
+            if processes.lead:
+                rows = evaluate_run_states(env_name, agent, host_states, run)
+                rows = [{"step": step, "finetune_step": step - run.pretrain_updates, **r} for r in rows]
             with deferred_interrupts():
-                _append_csv(run_dir / EVAL_CSV, list(EVAL_FIELDS), rows)
                 done_evals.add(step)
-                last_success = float(np.mean([r["success_rate"] for r in rows]))
-                summary = _summarise(_read_csv(run_dir / EVAL_CSV))
-                atomic_write_json(run_dir / EVAL_JSON, summary)
-                plot_learning_curve(summary, run_dir / CURVE_PNG, env_name, label=agent.name)
-                save_checkpoint(run_dir, states)
+                if processes.lead:
+                    _append_csv(run_dir / EVAL_CSV, list(EVAL_FIELDS), rows)
+                    last_success = float(np.mean([r["success_rate"] for r in rows]))
+                    summary = _summarise(_read_csv(run_dir / EVAL_CSV))
+                    atomic_write_json(run_dir / EVAL_JSON, summary)
+                    plot_learning_curve(summary, run_dir / CURVE_PNG, env_name, label=agent.name)
+                    save_checkpoint(run_dir, host_states)
                 blocks_since_checkpoint = 0
             job.advance("evaluation", 1, seconds=time.perf_counter() - started)
             log(f"fine-tuning update {step - run.pretrain_updates}: success {last_success:.3f}")
@@ -830,22 +893,23 @@ def _train_loop(
             first_step=jnp.int32(step),
             mesh=mesh,
         )
-        metrics = jax.tree.map(np.asarray, metrics)  # waits for the block
+        metrics = jax.tree.map(np.asarray, processes.host(metrics))  # waits for the block
         seconds = time.perf_counter() - started
         diagnostics = None
         if agent.diagnose is not None and run.diagnose_every and (block_index + 1) % run.diagnose_every == 0:
             diagnostics = seeds_diagnostics(
                 agent, new_states, dataset, key=diagnostics_key(run.seed, block_index), config=config
             )
-            diagnostics = jax.tree.map(np.asarray, diagnostics)
+            diagnostics = jax.tree.map(np.asarray, processes.host(diagnostics))
         with deferred_interrupts():
             _check_finite(metrics, step, phase)
-            _append_csv(
-                run_dir / (PRETRAIN_CSV if phase == "pretrain" else FINETUNE_CSV),
-                ["step", "seed", *metrics._fields],
-                _metric_rows(metrics, step, run.seed),
-            )
-            if diagnostics is not None:
+            if processes.lead:
+                _append_csv(
+                    run_dir / (PRETRAIN_CSV if phase == "pretrain" else FINETUNE_CSV),
+                    ["step", "seed", *metrics._fields],
+                    _metric_rows(metrics, step, run.seed),
+                )
+            if diagnostics is not None and processes.lead:
                 _append_csv(
                     run_dir / DIAGNOSTICS_CSV,
                     ["step", "phase", "seed", *diagnostics._fields],
@@ -864,7 +928,7 @@ def _train_loop(
             step += run.block_size
             blocks_since_checkpoint += 1
             if blocks_since_checkpoint >= run.checkpoint_every or step >= total:
-                save_checkpoint(run_dir, states)
+                checkpoint(states)
                 blocks_since_checkpoint = 0
         name = "pre-training" if phase == "pretrain" else "fine-tuning"
         # The first block of a phase in this process includes compilation: not a rate.
@@ -878,7 +942,8 @@ def _train_loop(
             parts.append(f"success {last_success:.2f}")
         job.set_note(", ".join(parts), name)
     if stop_after is None or step >= total:
-        save_checkpoint(run_dir, states)
+        checkpoint(states)
+    processes.barrier("infom: run written")
     return RunResult(run_dir, _summarise(_read_csv(run_dir / EVAL_CSV)))
 
 
