@@ -1,9 +1,10 @@
 """One process of a multi-process training test (`tests/test_sharding.py`):
 
-    python _distributed_worker.py PORT NUM_PROCESSES PROCESS_ID SEEDSxDATA OUT.npz [--die]
+    python _distributed_worker.py PORT NUM_PROCESSES PROCESS_ID SEEDSxDATA OUT.npz [--die] [--pretrain-only]
 
 Joins the run on localhost:PORT, trains 2 seeds for a pre-training and a fine-tuning block of 4 updates
-on the given mesh over all processes' devices, and (process 0) writes every parameter to OUT.npz.
+(only the first with `--pretrain-only`) on the given mesh over all processes' devices, and (process 0)
+writes every parameter to OUT.npz.
 With `--die`, process 1 exits right after joining, before the first collective.
 """
 
@@ -31,7 +32,7 @@ def main() -> None:
     states, dataset, keys, config, optim = setup()
     mesh = make_mesh(*(int(n) for n in shape.split("x")))
     states, dataset = place_states(states, mesh), place_replicated(dataset, mesh)
-    for first, loss in ((0, AGENT.pretrain_loss), (4, AGENT.finetune_loss)):
+    for first, loss in phases("--pretrain-only" in sys.argv):
         states, _ = seeds_block(
             AGENT,
             loss,
@@ -47,6 +48,14 @@ def main() -> None:
     leaves = jax.tree.leaves(eqx.filter(to_host(states), eqx.is_array))
     if int(pid) == 0:
         np.savez(out, *leaves)
+
+
+def phases(pretrain_only: bool):
+    """`(first_step, loss)` of the blocks trained."""
+    from infom.agents.infom import AGENT
+
+    blocks = ((0, AGENT.pretrain_loss), (4, AGENT.finetune_loss))
+    return blocks[:1] if pretrain_only else blocks
 
 
 def setup():
