@@ -22,17 +22,28 @@ def main() -> None:
 
     import equinox as eqx
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
-    from infom.agents.infom import AGENT
     from infom.training._sharding import make_mesh, place_replicated, place_states, to_host
-    from infom.training._train import seeds_block
 
     states, dataset, keys, config, optim = setup()
     mesh = make_mesh(*(int(n) for n in shape.split("x")))
     states, dataset = place_states(states, mesh), place_replicated(dataset, mesh)
-    for first, loss in phases("--pretrain-only" in sys.argv):
+    states = train_blocks(states, dataset, keys, config, optim, "--pretrain-only" in sys.argv, mesh)
+    leaves = jax.tree.leaves(eqx.filter(to_host(states), eqx.is_array))
+    if int(pid) == 0:
+        np.savez(out, *leaves)
+
+
+def train_blocks(states, dataset, keys, config, optim, pretrain_only: bool, mesh=None):
+    """A pre-training block of 4 updates, then (unless `pretrain_only`) a fine-tuning block of 4."""
+    import jax.numpy as jnp
+
+    from infom.agents.infom import AGENT
+    from infom.training._train import seeds_block
+
+    blocks = ((0, AGENT.pretrain_loss), (4, AGENT.finetune_loss))
+    for first, loss in blocks[:1] if pretrain_only else blocks:
         states, _ = seeds_block(
             AGENT,
             loss,
@@ -45,17 +56,7 @@ def main() -> None:
             first_step=jnp.int32(first),
             mesh=mesh,
         )
-    leaves = jax.tree.leaves(eqx.filter(to_host(states), eqx.is_array))
-    if int(pid) == 0:
-        np.savez(out, *leaves)
-
-
-def phases(pretrain_only: bool):
-    """`(first_step, loss)` of the blocks trained."""
-    from infom.agents.infom import AGENT
-
-    blocks = ((0, AGENT.pretrain_loss), (4, AGENT.finetune_loss))
-    return blocks[:1] if pretrain_only else blocks
+    return states
 
 
 def setup():

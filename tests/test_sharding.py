@@ -166,28 +166,12 @@ def _launch(shape: str, out: str, *extra: str) -> list[subprocess.Popen]:
 
 def _reference_params(pretrain_only: bool = False):
     import equinox as eqx
-    import jax.numpy as jnp
     import numpy as np
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from _distributed_worker import phases, setup
+    from _distributed_worker import setup, train_blocks
 
-    from infom.agents.infom import AGENT
-    from infom.training._train import seeds_block
-
-    states, dataset, keys, config, optim = setup()
-    for first, loss in phases(pretrain_only):
-        states, _ = seeds_block(
-            AGENT,
-            loss,
-            states,
-            dataset,
-            keys=keys,
-            num_updates=4,
-            config=config,
-            optim=optim,
-            first_step=jnp.int32(first),
-        )
+    states = train_blocks(*setup(), pretrain_only)
     return [np.asarray(x) for x in jax.tree.leaves(eqx.filter(states, eqx.is_array))]
 
 
