@@ -117,6 +117,7 @@ from .envs.ogbench._evaluation import (
     EvalResult as EvalResult,
     eval_env_name as eval_env_name,
     evaluate_ogbench as evaluate_ogbench,
+    evaluate_ogbench_policies as evaluate_ogbench_policies,
 )
 from .run._demo import (
     PENDULUM_DEMO as PENDULUM_DEMO,

@@ -25,8 +25,16 @@ def test_eval_env_name_maps_dataset_names_to_single_task_envs():
     "domain, limit", [("cube-single", 200), ("cube-double", 500), ("scene", 750), ("puzzle-4x4", 500)]
 )
 def test_evaluation_time_limits_are_ogbench_defaults(domain, limit):
+    """What infom plans evaluations with (progress estimates, the docs) is OGBench's registered limit;
+    the episodes themselves stop at it (the zero-policy test below runs them to 200 steps)."""
+    from infom.envs.ogbench._datasets import eval_episode_length
+
+    assert eval_episode_length(domain) == limit
     for task in range(1, 6):
-        assert gymnasium.spec(f"{domain}-singletask-task{task}-v0").max_episode_steps == limit
+        assert (
+            gymnasium.spec(infom.eval_env_name(f"{domain}-singletask-task{task}-v0")).max_episode_steps
+            == limit
+        )
 
 
 def test_oracle_succeeds_and_results_do_not_depend_on_worker_count():
@@ -60,4 +68,51 @@ def test_bad_policy_output_raises_and_workers_shut_down():
         infom.evaluate_ogbench(TASK, lambda obs: np.zeros((len(obs), 4)), num_episodes=2, progress=False)
     with pytest.raises(ValueError, match="exactly one"):
         infom.evaluate_ogbench(TASK, None, num_episodes=2, progress=False)
+    assert multiprocessing.active_children() == []
+
+
+def test_several_policies_in_one_pool_see_what_each_would_see_alone():
+    """`evaluate_ogbench_policies` equals one `evaluate_ogbench` call per policy: every observation
+    batch each policy is given, and every result, are the same as when it runs alone."""
+    rng = np.random.default_rng(0)
+    weights = [rng.normal(size=(28, 5)).astype(np.float32) for _ in range(2)]
+
+    def recording(k, log):
+        def policy(observations):
+            log.append(observations.copy())
+            return np.tanh(observations @ weights[k])
+
+        return policy
+
+    alone_logs, alone = [[], []], []
+    for k in range(2):
+        alone.append(
+            infom.evaluate_ogbench(
+                TASK,
+                recording(k, alone_logs[k]),
+                num_episodes=2,
+                seed=100 * (k + 1),
+                num_workers=1,
+                progress=False,
+            )
+        )
+    pooled_logs = [[], []]
+    pooled = infom.evaluate_ogbench_policies(
+        TASK,
+        [recording(k, pooled_logs[k]) for k in range(2)],
+        seeds=[100, 200],
+        num_episodes=2,
+        num_workers=2,
+        progress=False,
+    )
+    for k in range(2):
+        assert len(pooled_logs[k]) == len(alone_logs[k]) == 200
+        for got, want in zip(pooled_logs[k], alone_logs[k], strict=True):
+            np.testing.assert_array_equal(got, want)
+        for field in ("successes", "returns", "lengths"):
+            np.testing.assert_array_equal(getattr(pooled[k], field), getattr(alone[k], field))
+        assert pooled[k].success_rate == alone[k].success_rate
+    assert not np.array_equal(pooled_logs[0][-1], pooled_logs[1][-1])  # the two policies differ
+    with pytest.raises(ValueError, match="`seeds` has 1 entries for 2 policies"):
+        infom.evaluate_ogbench_policies(TASK, [np.zeros_like] * 2, seeds=[0], progress=False)
     assert multiprocessing.active_children() == []

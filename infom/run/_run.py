@@ -203,7 +203,7 @@ def prepare_task_data(
     log: Callable[[str], None] = lambda message: None,
     on_episode: Callable[[str, bool], None] | None = None,
 ) -> None:
-    """Makes sure the datasets a run asks for ([`data_request`][]) are in `dataset_dir`:
+    """Makes sure the datasets a run asks for (`data_request`) are in `dataset_dir`:
     generates the missing ones with OGBench's oracles (continuing an interrupted generation
     from its last completed chunk), and refuses files that hold another dataset.
 
@@ -247,7 +247,7 @@ def load_task_data(
     normalizer: Normalizer | None = None,
 ) -> RunData:
     """Loads the pre-training "play" and the reward-labelled fine-tuning "play-ft" datasets of
-    an OGBench task through OGBench's own loader (after [`prepare_task_data`][]: missing files
+    an OGBench task through OGBench's own loader (after `prepare_task_data`: missing files
     are generated if allowed, files of another size or seed are refused), and normalises both
     with one normaliser fitted on the pre-training data (or the given `normalizer`, e.g. the
     one stored with a run)."""
@@ -385,28 +385,29 @@ def evaluate_run_states(
     num_episodes: int | None = None,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Evaluates every seed's policy on the OGBench task; one row per seed."""
-    from ..envs.ogbench._evaluation import evaluate_ogbench
+    """Evaluates every seed's policy on the OGBench task in one pool of workers; one row per seed.
 
-    rows = []
-    for index in range(run.num_seeds):
-        result = evaluate_ogbench(
-            env_name,
-            make_policy(_seed(states, index), agent=agent),
-            num_episodes=num_episodes or run.eval_episodes,
-            seed=10_000 * (run.seed + index + 1),
-            num_workers=run.eval_workers,
-            progress=progress,
-        )
-        rows.append(
-            {
-                "seed": run.seed + index,
-                "success_rate": float(result.success_rate),
-                "mean_return": float(result.mean_return),
-                "episodes": len(result.successes),
-            }
-        )
-    return rows
+    Seed `index`'s episodes are reset from `10_000 * (run.seed + index + 1)`, as if each seed were
+    evaluated alone (`evaluate_ogbench_policies`)."""
+    from ..envs.ogbench._evaluation import evaluate_ogbench_policies
+
+    results = evaluate_ogbench_policies(
+        env_name,
+        [make_policy(_seed(states, index), agent=agent) for index in range(run.num_seeds)],
+        seeds=[10_000 * (run.seed + index + 1) for index in range(run.num_seeds)],
+        num_episodes=num_episodes or run.eval_episodes,
+        num_workers=run.eval_workers,
+        progress=progress,
+    )
+    return [
+        {
+            "seed": run.seed + index,
+            "success_rate": float(result.success_rate),
+            "mean_return": float(result.mean_return),
+            "episodes": len(result.successes),
+        }
+        for index, result in enumerate(results)
+    ]
 
 
 def _summarise(rows: list[dict[str, str]]) -> list[dict[str, Any]]:

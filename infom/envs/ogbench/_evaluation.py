@@ -8,7 +8,7 @@ so a JAX policy runs one batched forward pass per step instead of one per enviro
 import math
 import multiprocessing.connection
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -90,13 +90,12 @@ def _worker_main(
     conn: multiprocessing.connection.Connection,
     env_name: str,
     num_slots: int,
-    seed: int,
     env_policy_factory: Callable[[], EnvPolicy] | None,
 ) -> None:
     """Serves `("step", actions, resets)` requests until `("close",)`.
 
     `actions` maps slot -> action (or `None`: ask the slot's `EnvPolicy`); after stepping,
-    `resets` maps slot -> episode index to start in that slot. The reply maps each stepped
+    `resets` maps slot -> the seed of the episode to start in that slot. The reply maps each stepped
     slot to `(ob, reward, done, success)` and each reset slot to its first observation.
     """
     try:
@@ -123,8 +122,7 @@ def _worker_main(
                 last[slot] = (ob, info)
                 stepped[slot] = (ob, float(reward), bool(terminated or truncated), bool(info["success"]))
             started = {}
-            for slot, episode in resets.items():
-                episode_seed = _episode_seed(seed, episode)
+            for slot, episode_seed in resets.items():
                 np.random.seed(episode_seed)
                 env = envs[slot]
                 env.action_space.seed(episode_seed)  # OGBench's task reset takes two random actions
@@ -156,7 +154,7 @@ def _worker_main(
 class _Workers:
     """Environment worker processes; shut down on exit, also after an exception."""
 
-    def __init__(self, env_name: str, slots: list[int], seed: int, env_policy: Any):
+    def __init__(self, env_name: str, slots: list[int], env_policy: Any):
         context = _process_context()
         self.conns: list[multiprocessing.connection.Connection] = []
         self.processes: list[Any] = []
@@ -164,7 +162,7 @@ class _Workers:
             for num_slots in slots:
                 parent, child = context.Pipe()
                 process = context.Process(
-                    target=_worker_main, args=(child, env_name, num_slots, seed, env_policy), daemon=True
+                    target=_worker_main, args=(child, env_name, num_slots, env_policy), daemon=True
                 )
                 process.start()
                 child.close()
@@ -267,6 +265,63 @@ def evaluate_ogbench(
     """
     if (policy is None) == (env_policy is None):
         raise ValueError("pass exactly one of `policy` and `env_policy`")
+    (result,) = _evaluate(
+        env_name, [policy], [seed], num_episodes, num_workers, envs_per_worker, progress, env_policy
+    )
+    return result
+
+
+def evaluate_ogbench_policies(
+    env_name: str,
+    policies: Sequence[Callable[[np.ndarray], Any]],
+    *,
+    seeds: Sequence[int],
+    num_episodes: int = 50,
+    num_workers: int = 2,
+    envs_per_worker: int = 8,
+    progress: bool = True,
+) -> list[EvalResult]:
+    """Rolls several policies out in one pool of environment workers, each on its own episodes.
+
+    Result `k` equals `evaluate_ogbench(env_name, policies[k], seed=seeds[k], num_episodes=...)`
+    for policies that act on each row independently: policy `k`'s episode `i` is reset with seed
+    `seeds[k] + i`, and each policy is called once per step on the observations of its own running
+    episodes. One pool serves all of them, so the workers start once and their environments step
+    every policy's episodes together (how [`train`][] evaluates all its seeds at once).
+
+    **Arguments:**
+
+    - `env_name`: a task or dataset name, e.g. `cube-single-play-singletask-task1-v0`.
+    - `policies`: one or more policies, each as `evaluate_ogbench`'s `policy`.
+    - `seeds`: the seed of each policy's episode 0 (as many as `policies`).
+    - `num_episodes`, `num_workers`, `envs_per_worker`, `progress`: as in `evaluate_ogbench`;
+      `num_episodes` is per policy, the workers and the progress bar are shared.
+
+    **Returns:**
+
+    A list of `EvalResult`, one per policy, in order.
+    """
+    policies, seeds = list(policies), [int(s) for s in seeds]
+    if not policies:
+        raise ValueError("`policies` is empty")
+    if len(seeds) != len(policies):
+        raise ValueError(f"`seeds` has {len(seeds)} entries for {len(policies)} policies")
+    if any(p is None for p in policies):
+        raise ValueError("`policies` holds None; scripted policies go through evaluate_ogbench(env_policy=)")
+    return _evaluate(env_name, policies, seeds, num_episodes, num_workers, envs_per_worker, progress, None)
+
+
+def _evaluate(
+    env_name: str,
+    policies: list[Callable[[np.ndarray], Any] | None],
+    seeds: list[int],
+    num_episodes: int,
+    num_workers: int,
+    envs_per_worker: int,
+    progress: bool,
+    env_policy: Callable[[], EnvPolicy] | None,
+) -> list[EvalResult]:
+    """Runs `num_episodes` episodes for each policy; episode `(k, i)` is reset with `seeds[k] + i`."""
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
     if num_workers < 1 or envs_per_worker < 1:
@@ -278,19 +333,21 @@ def evaluate_ogbench(
     action_dim = 5
     obs_dim = _DOMAINS[domain].obs_dim
 
-    num_workers = min(num_workers, num_episodes)
-    per_worker = min(envs_per_worker, math.ceil(num_episodes / num_workers))
+    # Episode g = k * num_episodes + i is policy k's episode i.
+    total = len(policies) * num_episodes
+    num_workers = min(num_workers, total)
+    per_worker = min(envs_per_worker, math.ceil(total / num_workers))
     free = [(worker, slot) for slot in range(per_worker) for worker in range(num_workers)]
-    pending = list(range(num_episodes))
+    pending = list(range(total))
     running: dict[int, tuple[int, int]] = {}  # episode -> (worker, slot)
     observations: dict[int, np.ndarray] = {}
-    successes = np.zeros(num_episodes, dtype=bool)
-    returns = np.zeros(num_episodes, dtype=np.float64)
-    lengths = np.zeros(num_episodes, dtype=np.int64)
+    successes = np.zeros(total, dtype=bool)
+    returns = np.zeros(total, dtype=np.float64)
+    lengths = np.zeros(total, dtype=np.int64)
 
     with (
-        _Workers(name, [per_worker] * num_workers, seed, env_policy) as workers,
-        _progress_bar(num_episodes, name, progress) as bar,
+        _Workers(name, [per_worker] * num_workers, env_policy) as workers,
+        _progress_bar(total, name, progress) as bar,
     ):
         actions: list[dict[int, Any]] = [{} for _ in range(num_workers)]
         while pending or running:
@@ -298,7 +355,8 @@ def evaluate_ogbench(
             while pending and free:
                 worker, slot = free.pop(0)
                 episode = pending.pop(0)
-                resets[worker][slot] = episode
+                policy_index, index = divmod(episode, num_episodes)
+                resets[worker][slot] = _episode_seed(seeds[policy_index], index)
                 running[episode] = (worker, slot)
             replies = workers.request([("step", a, r) for a, r in zip(actions, resets, strict=True)])
             for worker, (stepped, started) in enumerate(replies):
@@ -318,25 +376,36 @@ def evaluate_ogbench(
             actions = [{} for _ in range(num_workers)]
             if not running:  # every episode in flight ended at this step; start queued ones, if any
                 continue
-            order = sorted(running)
-            if policy is None:
-                batch_actions = [None] * len(order)
-            else:
-                batch = np.stack([observations[episode] for episode in order]).astype(np.float32)
-                if batch.shape[1] != obs_dim:
-                    raise RuntimeError(f"{name} gave observations of width {batch.shape[1]}, not {obs_dim}")
-                batch_actions = _check_actions(policy(batch), len(order), action_dim)
-            for episode, action in zip(order, batch_actions, strict=True):
-                worker, slot = running[episode]
-                actions[worker][slot] = action
+            for policy_index, policy in enumerate(policies):
+                order = [e for e in sorted(running) if e // num_episodes == policy_index]
+                if not order:
+                    continue
+                if policy is None:
+                    batch_actions = [None] * len(order)
+                else:
+                    batch = np.stack([observations[episode] for episode in order]).astype(np.float32)
+                    if batch.shape[1] != obs_dim:
+                        raise RuntimeError(
+                            f"{name} gave observations of width {batch.shape[1]}, not {obs_dim}"
+                        )
+                    batch_actions = _check_actions(policy(batch), len(order), action_dim)
+                for episode, action in zip(order, batch_actions, strict=True):
+                    worker, slot = running[episode]
+                    actions[worker][slot] = action
 
-    return EvalResult(
-        success_rate=float(successes.mean()),
-        mean_return=float(returns.mean()),
-        successes=successes,
-        returns=returns,
-        lengths=lengths,
-    )
+    results = []
+    for k in range(len(policies)):
+        own = slice(k * num_episodes, (k + 1) * num_episodes)
+        results.append(
+            EvalResult(
+                success_rate=float(successes[own].mean()),
+                mean_return=float(returns[own].mean()),
+                successes=successes[own].copy(),
+                returns=returns[own].copy(),
+                lengths=lengths[own].copy(),
+            )
+        )
+    return results
 
 
 def _check_actions(actions: Any, n: int, action_dim: int) -> np.ndarray:
