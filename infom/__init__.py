@@ -26,6 +26,7 @@ _UNCHECKED = (
     "infom.envs.ogbench._names",
     "infom.run",
     "infom.run._cli",
+    "infom.run._loggers",
     "infom.run._presets",
     "infom.run._progress",
 )

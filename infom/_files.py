@@ -37,7 +37,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | os.PathLike, record: Any) -> None:
-    """[`atomic_write_bytes`][] of `record` as indented, key-sorted JSON."""
+    """`atomic_write_bytes` of `record` as indented, key-sorted JSON."""
     atomic_write_bytes(path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
 
 

@@ -688,6 +688,7 @@ def test_distributed_needs_a_run_directory_every_process_names_alike(capsys):
     assert "--distributed needs --run-dir" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the default run has the cheaper seeds_block version (test_sharding.py)
 def test_two_processes_run_one_training_and_process_0_writes_the_run_directory(
     tmp_path, finished, dataset_dir
 ):
@@ -730,3 +731,86 @@ print("ok")
     got = _params(infom.load_run(run_dir)[3])
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+
+
+# --------------------------------------------------------------------------- loggers
+
+
+def _wandb_history(run_dir: Path) -> dict[int, dict[str, float]]:
+    """Every history row of the W&B offline runs under `run_dir/wandb`, read from their `.wandb` files (a
+    LevelDB-style log of `wandb_internal_pb2.Record` protobufs in 32 KiB blocks after a 7-byte header)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    history: dict[int, dict[str, float]] = {}
+    files = sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert files, sorted(p.name for p in (run_dir / "wandb").iterdir())
+    for path in files:
+        data, pos, pending, chunks = path.read_bytes(), 7, b"", []
+        assert data[:4] == b":W&B"
+        while pos + 7 <= len(data):
+            if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+                pos += 32768 - pos % 32768
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+            if kind == 1:
+                chunks.append(chunk)
+            elif kind in (2, 3):
+                pending = chunk if kind == 2 else pending + chunk
+            elif kind == 4:
+                chunks.append(pending + chunk)
+        for raw in chunks:
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(raw)
+            if record.WhichOneof("record_type") == "history":
+                row = history.setdefault(record.history.step.num, {})
+                for item in record.history.item:  # a key with "/" comes as a one-part nested key
+                    row[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return history
+
+
+def test_tensorboard_and_wandb_receive_the_metrics_and_evaluations_of_a_resumed_run(tmp_path, data):
+    """A run killed after 30 updates and resumed, with both loggers: TensorBoard's event files and the W&B
+    offline run hold every block's per-seed metrics and every evaluation, at the run-wide update count, with
+    the values of the run directory's CSV files."""
+    import csv
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    both = ("tensorboard", "wandb")
+    infom.train(TASK, run_dir, CONFIG, RUN, data=data, progress=False, stop_after=30, loggers=both)
+    infom.train(None, run_dir, resume=True, data=data, progress=False, loggers=both)
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    history = _wandb_history(run_dir)
+    expected = []
+    for phase in ("pretrain", "finetune"):
+        with open(run_dir / f"{phase}_metrics.csv") as file:
+            for row in csv.DictReader(file):
+                for field in ("loss", "kl" if phase == "pretrain" else "critic_loss"):
+                    expected.append(
+                        (f"{phase}/{field}/seed{row['seed']}", int(row["step"]), float(row[field]))
+                    )
+    with open(run_dir / "eval.csv") as file:
+        for row in csv.DictReader(file):
+            expected.append(
+                (f"eval/success_rate/seed{row['seed']}", int(row["step"]), float(row["success_rate"]))
+            )
+    for row in json.loads((run_dir / "eval.json").read_text()):
+        expected.append(("eval/success_rate", 20 + row["finetune_step"], row["success_mean"]))
+    assert {step for _, step, _ in expected} == {10, 20, 30, 40}
+    for tag, step, value in expected:
+        logged = {event.step: event.value for event in events.Scalars(tag)}
+        assert set(logged) == {s for t, s, _ in expected if t == tag}, tag  # once each, across the resume
+        np.testing.assert_allclose(logged[step], value, rtol=1e-6, err_msg=tag)
+        np.testing.assert_allclose(history[step][tag], value, rtol=1e-12, err_msg=tag)
+
+
+def test_an_unknown_logger_is_refused_before_anything_is_written(tmp_path, data):
+    with pytest.raises(ValueError, match="unknown logger 'mlflow'; choose from tensorboard, wandb"):
+        infom.train(TASK, tmp_path / "run", CONFIG, RUN, data=data, progress=False, loggers=("mlflow",))
+    assert not (tmp_path / "run").exists()

@@ -85,8 +85,8 @@ class ReBRACConfig:
 
 class ReBRACNetworks(eqx.Module):
     """ReBRAC's trained networks: the critic `Q_i(s, a)` and the actor's mean `mu(s)`; the
-    structural flag `tanh_squash` says whether the policy is `tanh(mu(s))` (so that [`act`][],
-    which gets no config, knows it)."""
+    structural flag `tanh_squash` says whether the policy is `tanh(mu(s))` (so that
+    [`act`][infom.agents.rebrac.act], which gets no config, knows it)."""
 
     critic: Critic
     actor: Actor
@@ -95,7 +95,8 @@ class ReBRACNetworks(eqx.Module):
 
 class ReBRACTargets(eqx.Module):
     """ReBRAC's target networks (EMA copies of both) and the count of `update_target` calls,
-    which decides on which updates the EMA moves (see [`update_target`][])."""
+    which decides on which updates the EMA moves (see
+    [`update_target`][infom.agents.rebrac.update_target])."""
 
     critic: Critic
     actor: Actor

@@ -233,8 +233,8 @@ class LinearSystemProbe:
 
 def _geometric(key: PRNGKeyArray, gamma: ScalarLike, shape: tuple[int, ...]) -> Int[Array, "..."]:
     """`k ~ Geometric(1 - gamma)` on `{0, 1, ...}`: `P(k >= m) = gamma^m` (`k = 0` if `gamma = 0`)."""
-    u = jr.uniform(key, shape, minval=jnp.finfo(jnp.float32).tiny, maxval=1.0)
-    return jnp.floor(jnp.log(u) / jnp.log(jnp.asarray(gamma, jnp.float32))).astype(jnp.int32)
+    # `jax.random.geometric` counts trials up to the first success, on {1, 2, ...}.
+    return jr.geometric(key, 1.0 - jnp.asarray(gamma, jnp.float32), shape, dtype=jnp.int32) - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,7 +247,7 @@ class TwoIntentionProbe:
     policy `a ~ N(0, sigma_a^2 I)` is the same for both users, and the dataset's states are drawn
     from one distribution `N(c, state_std^2 I)` for both users (`c` the goals' midpoint). So
     `(s, a)` says nothing about the user (`p(u | s, a) = 1/2`), while the next state `s'` shows the
-    user's pull, so an encoder of `(s', a')` can infer it (see [`intention_error`][]).
+    user's pull, so an encoder of `(s', a')` can infer it (see [`TwoIntentionProbe.intention_error`][]).
 
     Given `(s_0, a_0) = (s, a)` and the user, `s_k ~ N(m_k, v_k I)` for `k >= 1`, with
     `m_k = g_u + lambda^(k-1) (m_1 - g_u)`, `m_1 = g_u + lambda (s - g_u) + beta a`, and
@@ -435,12 +435,14 @@ class TwoIntentionProbe:
 
 
 def wasserstein_1d(x: np.ndarray, y: np.ndarray) -> float:
-    """Wasserstein-1 distance between two 1-D empirical distributions of equal size:
-    `mean_i |x_(i) - y_(i)|` over the sorted samples."""
-    x, y = np.sort(np.asarray(x, np.float64).ravel()), np.sort(np.asarray(y, np.float64).ravel())
-    if x.shape != y.shape:
-        raise ValueError(f"wasserstein_1d needs equal sample sizes, got {x.size} and {y.size}")
-    return float(np.mean(np.abs(x - y)))
+    """Wasserstein-1 distance between two 1-D empirical distributions, `integral |F_x(t) - F_y(t)| dt`
+    (`scipy.stats.wasserstein_distance`); for equal sizes `mean_i |x_(i) - y_(i)|` of the sorted samples."""
+    from scipy.stats import wasserstein_distance
+
+    x, y = np.asarray(x, np.float64).ravel(), np.asarray(y, np.float64).ravel()
+    if x.size == 0 or y.size == 0:
+        raise ValueError(f"wasserstein_1d needs non-empty samples, got {x.size} and {y.size}")
+    return float(wasserstein_distance(x, y))
 
 
 def sliced_wasserstein(x: np.ndarray, y: np.ndarray, *, num_projections: int = 128, seed: int = 0) -> float:

@@ -33,6 +33,7 @@ from ..envs.ogbench._names import (
     REFERENCE_EPISODES,
     default_val_episodes,
 )
+from ._loggers import LOGGERS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -342,6 +343,15 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "JAX_PROCESS_ID, or a cluster's own variables): process 0 writes the run directory and evaluates; "
         "the run directory and datasets must be on a filesystem every process sees",
     )
+    train.add_argument(
+        "--logger",
+        action="append",
+        default=[],
+        choices=LOGGERS,
+        help="also send metrics and evaluations to TensorBoard (RUN_DIR/tensorboard, extra "
+        "infom[tensorboard]) or Weights & Biases (offline under RUN_DIR/wandb unless WANDB_MODE is set, "
+        "extra infom[wandb]); repeatable; the CSV/JSON files are written either way (also with --resume)",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
@@ -411,6 +421,7 @@ def _train(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             log=_log,
             mesh_shape=args.mesh,
+            loggers=tuple(args.logger),
         )
     else:
         if not args.env:
@@ -442,6 +453,7 @@ def _train(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             log=_log,
             mesh_shape=args.mesh,
+            loggers=tuple(args.logger),
         )
     print(f"run directory: {result.run_dir}")
     for row in result.evaluations:

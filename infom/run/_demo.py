@@ -97,7 +97,7 @@ class PendulumDemoConfig:
     - `eval_episodes`: evaluation episodes per policy (deterministic actions).
     - `baselines`: the agents of `infom.AGENTS` compared with InFOM, each on the same data and
       budget, with the demo's network widths, learning rate, batch size and discount and its
-      own defaults otherwise ([`demo_baseline_config`][]).
+      own defaults otherwise (`demo_baseline_config`).
     """
 
     infom: InFOMConfig

@@ -408,5 +408,5 @@ def config_to_dict(agent_name: str, config: Any, run: RunConfig) -> dict[str, An
 
 
 def config_from_dict(record: dict[str, Any], config_type: type) -> tuple[Any, RunConfig]:
-    """The inverse of [`config_to_dict`][] for a config of `config_type`."""
+    """The inverse of `config_to_dict` for a config of `config_type`."""
     return _from_dict(config_type, record["config"]), _from_dict(RunConfig, record["run"])

@@ -577,6 +577,7 @@ def train(
     data: RunData | None = None,
     stop_after: int | None = None,
     mesh_shape: tuple[int, int] | None = None,
+    loggers: tuple[str, ...] = (),
 ) -> RunResult:
     """Pre-trains, fine-tunes and evaluates an agent (InFOM by default) on an OGBench task,
     writing a run directory.
@@ -627,6 +628,10 @@ def train(
       over `data` ([`make_mesh`][]); `None` (default) is one device. Not part of the run's
       record: a run resumes on any mesh, with the same numbers up to floating-point reduction
       order (checkpoints hold host arrays).
+    - `loggers`: also send the metrics and evaluations to `"tensorboard"` (event files under
+      `RUN_DIR/tensorboard/`, extra `infom[tensorboard]`) and/or `"wandb"` (an offline run under
+      `RUN_DIR/wandb/` unless `WANDB_MODE` says otherwise, extra `infom[wandb]`); the CSV and JSON files
+      are written either way. Not part of the run's record: choose again on resume.
 
     **Raises:** `NonFiniteLossError` naming the loss, update and seed if a loss becomes
     non-finite (the last checkpoint stays intact); `DatasetNotFoundError` /
@@ -634,7 +639,9 @@ def train(
     `CheckpointError` naming a damaged checkpoint; `RunInterrupted`.
     """
     from ..envs.ogbench._datasets import GenerationInterrupted, _resolve_dir
+    from ._loggers import check_loggers
 
+    check_loggers(tuple(loggers))  # before anything is written
     run_dir = Path(run_dir)
     if resume:
         record = read_run_record(run_dir)
@@ -690,6 +697,7 @@ def train(
     log = job.wrap_log(log)
     where = "preparing data"
     states_out: list[TrainState] = []  # the states of the last completed block, for an interruption
+    sinks: list = []  # the open loggers
     try:
         processes.barrier("infom: run directory made")
         data = _run_data(env_name, run, run_dir, dataset_dir, data, generate_missing, job, log, processes)
@@ -708,6 +716,8 @@ def train(
             states_out,
             mesh,
             processes,
+            loggers,
+            sinks,
         )
     except GenerationInterrupted as error:
         raise RunInterrupted(
@@ -729,6 +739,9 @@ def train(
             f"interrupted while {where}: {kept}; resume with: infom train --resume {run_dir}"
         ) from None
     finally:
+        from ._loggers import close_loggers
+
+        close_loggers(sinks)
         job.close()
 
 
@@ -807,7 +820,11 @@ def _train_loop(
     states_out: list,
     mesh: Any = None,
     processes: _Processes = _Processes(True, False),
+    loggers: tuple[str, ...] = (),
+    sinks: list | None = None,
 ) -> RunResult:
+    from ._loggers import open_loggers, per_seed
+
     optim = make_optimizer(config)
     init = eqx.filter_vmap(
         lambda key: init_state(agent, data.obs_dim, data.action_dim, data.normalizer, config, optim, key=key)
@@ -841,6 +858,13 @@ def _train_loop(
     processes.barrier("infom: resumed")
     if resume:
         log(f"resuming {run_dir} at update {step}")
+    sinks = [] if sinks is None else sinks  # the caller closes them
+    if loggers and processes.lead:
+        sinks.extend(open_loggers(tuple(loggers), run_dir, step, read_run_record(run_dir)))
+
+    def send(scalars: dict[str, float], at: int) -> None:
+        for sink in sinks:
+            sink.log(scalars, at)
 
     total = run.pretrain_updates + run.finetune_updates
     done_evals = {int(r["step"]) for r in _read_csv(run_dir / EVAL_CSV)}
@@ -863,6 +887,14 @@ def _train_loop(
                 if processes.lead:
                     _append_csv(run_dir / EVAL_CSV, list(EVAL_FIELDS), rows)
                     last_success = float(np.mean([r["success_rate"] for r in rows]))
+                    send(
+                        {
+                            **per_seed("eval", rows, skip=("step", "finetune_step", "seed", "episodes")),
+                            "eval/success_rate": last_success,
+                            "eval/mean_return": float(np.mean([r["mean_return"] for r in rows])),
+                        },
+                        step,
+                    )
                     summary = _summarise(_read_csv(run_dir / EVAL_CSV))
                     atomic_write_json(run_dir / EVAL_JSON, summary)
                     plot_learning_curve(summary, run_dir / CURVE_PNG, env_name, label=agent.name)
@@ -905,24 +937,31 @@ def _train_loop(
         with deferred_interrupts():
             _check_finite(metrics, step, phase)
             if processes.lead:
+                metric_rows = _metric_rows(metrics, step, run.seed)
                 _append_csv(
                     run_dir / (PRETRAIN_CSV if phase == "pretrain" else FINETUNE_CSV),
                     ["step", "seed", *metrics._fields],
-                    _metric_rows(metrics, step, run.seed),
+                    metric_rows,
                 )
+                send(per_seed(phase, metric_rows), step + run.block_size)
             if diagnostics is not None and processes.lead:
+                diagnostic_rows = [
+                    {
+                        "step": step + run.block_size,
+                        "phase": phase,
+                        "seed": run.seed + i,
+                        **{k: float(v[i]) for k, v in diagnostics._asdict().items()},
+                    }
+                    for i in range(run.num_seeds)
+                ]
                 _append_csv(
                     run_dir / DIAGNOSTICS_CSV,
                     ["step", "phase", "seed", *diagnostics._fields],
-                    [
-                        {
-                            "step": step + run.block_size,
-                            "phase": phase,
-                            "seed": run.seed + i,
-                            **{k: float(v[i]) for k, v in diagnostics._asdict().items()},
-                        }
-                        for i in range(run.num_seeds)
-                    ],
+                    diagnostic_rows,
+                )
+                send(
+                    per_seed("diagnostics", diagnostic_rows, skip=("step", "phase", "seed")),
+                    step + run.block_size,
                 )
             states = new_states
             states_out[0] = states

@@ -1,4 +1,4 @@
-"""Training on several devices with JAX's own sharding: a [`Mesh`][jax.sharding.Mesh] with a `seeds`
+"""Training on several devices with JAX's own sharding: a `jax.sharding.Mesh` with a `seeds`
 and a `data` axis, states sharded over `seeds`, batches over `data`, everything else replicated.
 
 The training step is the same function on one device and on many: [`seeds_block`][] vmaps the seeds

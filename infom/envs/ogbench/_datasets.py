@@ -257,8 +257,8 @@ class DatasetIdentity:
     - `num_episodes`, `num_val_episodes`: episodes in the training and validation files.
     - `episode_length`: rows per episode.
     - `seed`: the base seed of [`generate_dataset`][].
-    - `generator`, `generator_version`: the collection procedure ([`GENERATOR`][],
-      [`GENERATOR_VERSION`][]); `"unrecorded"` for files that came without an identity
+    - `generator`, `generator_version`: the collection procedure (`GENERATOR`,
+      `GENERATOR_VERSION`); `"unrecorded"` for files that came without an identity
       (e.g. OGBench's published files).
     """
 
@@ -701,7 +701,7 @@ def generate_dataset(
     reproducibly (fixed zip timestamps).
 
     **Interruption and resumption.** Episodes are kept in chunks of `chunk_episodes` in
-    `DIR/.NAME.partial/` (see [`partial_dir_for`][]) as they complete; an interrupted call
+    `DIR/.NAME.partial/` (see `partial_dir_for`) as they complete; an interrupted call
     (Ctrl-C, SIGTERM turned into `KeyboardInterrupt`, a crash) loses at most the chunk in
     progress, and the same call again continues from the last completed chunk, ending with the
     same bytes as an uninterrupted one. Chunks of a different request are discarded.
