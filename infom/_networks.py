@@ -4,7 +4,6 @@ Every module's `__call__` takes one example; callers batch with `jax.vmap`.
 """
 
 import abc
-import math
 
 import equinox as eqx
 import jax
@@ -24,8 +23,10 @@ def variance_scaling_uniform(
     `flax.linen.initializers.variance_scaling(scale, "fan_avg", "uniform")`, the
     reference implementation's default kernel initialiser.
     """
-    limit = math.sqrt(3.0 * scale / ((in_dim + out_dim) / 2.0))
-    return jr.uniform(key, (out_dim, in_dim), minval=-limit, maxval=limit)
+    if out_dim == 0 or in_dim == 0:  # e.g. an intention of size 0 (FOM); JAX's fans divide by the size
+        return jnp.zeros((out_dim, in_dim), jnp.float32)
+    init = jax.nn.initializers.variance_scaling(scale, "fan_avg", "uniform", in_axis=-1, out_axis=-2)
+    return init(key, (out_dim, in_dim), jnp.float32)
 
 
 def _linear(in_dim: int, out_dim: int, *, key: PRNGKeyArray, scale: float = 1.0) -> eqx.nn.Linear:

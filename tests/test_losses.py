@@ -65,14 +65,24 @@ def test_actor_loss_gives_no_gradient_to_the_critic(models, getkey):
     assert any(bool(jnp.any(g != 0)) for g in jax.tree.leaves(actor_grad))
 
 
-@hypothesis.given(tau=st.floats(0.0, 1.0))
-def test_ema_update_is_convex_combination(models, tau):
+@hypothesis.given(tau=st.floats(0.0, 1.0), tau2=st.floats(0.0, 1.0))
+def test_ema_update_is_convex_combination(models, tau, tau2):
+    """Every parameter moves from the target towards the online one and stays between them, and two
+    updates towards the same online parameters compose into one with `1 - (1 - tau)(1 - tau2)`."""
     target = infom.init_models(
         OBS, ACT, infom.NetworkConfig(hidden_dims=(16, 16), latent_dim=4), key=jr.key(9)
     ).field
-    new = infom.ema_update(target, models.field, tau)
-    expected = jax.tree.map(lambda t, o: tau * o + (1 - tau) * t, target, models.field)
-    assert tree_allclose(new, expected, rtol=1e-6, atol=1e-7)
+    online = models.field
+    new = infom.ema_update(target, online, tau)
+    for t, o, n in zip(
+        *(jax.tree.leaves(eqx.filter(x, eqx.is_array)) for x in (target, online, new)), strict=True
+    ):
+        assert n.shape == t.shape and n.dtype == t.dtype
+        slack = 1e-6 * (1 + jnp.abs(o) + jnp.abs(t))
+        assert bool(jnp.all(n >= jnp.minimum(t, o) - slack)) and bool(jnp.all(n <= jnp.maximum(t, o) + slack))
+    twice = infom.ema_update(new, online, tau2)
+    once = infom.ema_update(target, online, 1 - (1 - tau) * (1 - tau2))
+    assert tree_allclose(twice, once, rtol=1e-5, atol=1e-6)
 
 
 def test_ema_update_endpoints_and_reset(models):

@@ -56,6 +56,9 @@ def test_variance_scaling_fan_avg_uniform_bounds(getkey):
     limit = np.sqrt(3.0 / ((300 + 100) / 2))
     assert float(jnp.abs(w).max()) <= limit
     np.testing.assert_allclose(float(jnp.var(w)), limit**2 / 3, rtol=0.05)
+    from infom._networks import variance_scaling_uniform
+
+    assert variance_scaling_uniform(getkey(), 0, 5).shape == (0, 5)  # an intention of size 0 (FOM)
 
 
 def test_vector_field_init_is_that_of_the_unsplit_layer(getkey):

@@ -189,3 +189,16 @@ def test_two_intention_context_pairs_share_the_user_but_not_the_transition():
     batch0, (context0, _) = TWO.sample_context_batch(jr.key(3), 20_000, 0)
     same_user = np.corrcoef(np.asarray(batch0.next_observations[:, 0]), np.asarray(context0[:, 0]))[0, 1]
     assert users_only > 0.3 and abs(same_user) < 0.03
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 0.9])
+def test_future_offsets_are_geometric_with_tail_gamma_to_the_m(gamma):
+    """The offset `k` of a probe's future state: `P(k >= m) = gamma^m` on `{0, 1, ...}` (all 0 at gamma 0)."""
+    from infom.data._probes import _geometric
+
+    n = 200_000
+    k = np.asarray(_geometric(jr.key(3), jnp.float32(gamma), (n,)))
+    assert k.dtype == np.int32 and k.min() == 0
+    for m in range(1, 8):
+        want = gamma**m
+        np.testing.assert_allclose((k >= m).mean(), want, atol=4 * np.sqrt(want * (1 - want) / n) + 1e-12)

@@ -645,6 +645,7 @@ def test_a_mesh_the_machine_or_the_run_cannot_split_over_is_refused_before_anyth
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # about a minute on 2 cores: over what the default run's 10 minutes have left
 def test_a_run_moves_between_one_and_two_devices_and_ends_with_one_devices_parameters(
     tmp_path, finished, dataset_dir
 ):
@@ -688,7 +689,7 @@ def test_distributed_needs_a_run_directory_every_process_names_alike(capsys):
     assert "--distributed needs --run-dir" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # the default run has the cheaper seeds_block version (test_sharding.py)
+@pytest.mark.slow
 def test_two_processes_run_one_training_and_process_0_writes_the_run_directory(
     tmp_path, finished, dataset_dir
 ):

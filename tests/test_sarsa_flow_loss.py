@@ -52,15 +52,16 @@ def _loss(field, encoder, target_field, batch, key, gamma, kl_weight):
 
 
 @eqx.filter_jit
-def _oracle_terms(field, encoder, target_field, batch, key):
-    """The two flow-matching terms and the KL, written out independently of the library."""
+def _oracle_terms(field, encoder, target_field, batch, key, shared_noise=False):
+    """The two flow-matching terms and the KL, written out independently of the library
+    (with `shared_noise`, wrongly: the future term reuses the current term's noise)."""
     latent_key, time_key, current_key, future_key = jr.split(key, 4)
     s, a, s2, a2 = batch.observations, batch.actions, batch.next_observations, batch.next_actions
     mean, log_std = jax.vmap(encoder)(s2, a2)
     z = mean + jnp.exp(log_std) * jr.normal(latent_key, mean.shape)
     t = jr.uniform(time_key, (BATCH,))
     x0 = jr.normal(current_key, (BATCH, OBS))
-    x0_future = jr.normal(future_key, (BATCH, OBS))
+    x0_future = x0 if shared_noise else jr.normal(future_key, (BATCH, OBS))
     v = jax.vmap(field)
     v_target = jax.vmap(target_field)
     x_t = t[:, None] * s + (1 - t[:, None]) * x0
@@ -105,12 +106,18 @@ def test_gamma_zero_is_plain_conditional_flow_matching_on_s(models, target_field
 
 
 def test_the_two_noise_draws_differ(models, target_field, getkey):
-    _, _, _, (x0, x0_future) = _oracle_terms(
-        models.field, models.encoder, target_field, _batch(getkey()), getkey()
+    """The library's future term uses its own noise: it matches the oracle with two independent draws
+    and not the one that reuses the current term's draw for the future term."""
+    batch, key = _batch(getkey()), getkey()
+    _, aux = _loss(models.field, models.encoder, target_field, batch, key, jnp.float32(0.9), jnp.float32(0.0))
+    _, future, _, (x0, x0_future) = _oracle_terms(models.field, models.encoder, target_field, batch, key)
+    _, future_shared, _, _ = _oracle_terms(
+        models.field, models.encoder, target_field, batch, key, shared_noise=True
     )
-    # The library's loss equals this oracle's (test above), whose two draws are independent.
-    assert not np.allclose(x0, x0_future)
     assert float(jnp.abs(jnp.corrcoef(x0.ravel(), x0_future.ravel())[0, 1])) < 0.5
+    np.testing.assert_allclose(aux.future_loss, future.mean(), rtol=1e-4, atol=1e-6)
+    gap = abs(float(future_shared.mean()) - float(future.mean()))
+    assert abs(float(aux.future_loss) - float(future_shared.mean())) > 0.5 * gap > 0
 
 
 def _field_ignoring_state_and_action(field):
@@ -230,7 +237,7 @@ def test_td2_evaluates_the_target_at_its_own_ode_point(getkey):
 
 
 def test_unknown_target_form_is_rejected(models, target_field, getkey):
-    with pytest.raises(Exception, match="target_form"):
+    with pytest.raises(TypeError, match=r"sarsa_flow_loss: `target_form` got str; expected Literal"):
         infom.sarsa_flow_loss(
             models.field, models.encoder, target_field, _batch(getkey()), key=getkey(), target_form="x"
         )

@@ -190,7 +190,7 @@ def _two_processes(tmp_path, shape, pretrain_only):
         np.testing.assert_allclose(got[f"arr_{i}"], expected, rtol=1e-4, atol=2e-5)
 
 
-@pytest.mark.slow  # the default run has the whole-run version (test_run.py)
+@pytest.mark.slow  # about 40 s on 2 cores: over what the default run's 10 minutes have left
 def test_two_processes_pretrain_to_the_parameters_of_one(tmp_path):
     """Two local processes (`jax.distributed` on localhost, gloo collectives, one CPU device each)
     train 2 seeds for a pre-training block of 4 updates, each batch split over the two processes, and

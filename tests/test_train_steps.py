@@ -82,12 +82,13 @@ def test_start_finetuning_resets_the_target_to_the_online_field(state, dataset, 
 
 
 def _finetune_grads(state, batch, key, update_actor, config=CONFIG):
-    return _jit_finetune_grads(state, batch, key, jnp.asarray(update_actor), config)
+    return _jit_finetune_grads(state, batch, key, jnp.asarray(update_actor), config)[1]
 
 
 @eqx.filter_jit
 def _jit_finetune_grads(state, batch, key, update_actor, config):
-    return eqx.filter_grad(
+    """`((loss, metrics), gradients)` of the fine-tuning loss with respect to the online models."""
+    return eqx.filter_value_and_grad(
         lambda m: infom.finetune_loss(
             m,
             state.target,
@@ -98,7 +99,7 @@ def _jit_finetune_grads(state, batch, key, update_actor, config):
             clip=(state.normalizer.lower, state.normalizer.upper),
         ),
         has_aux=True,
-    )(state.models)[0]
+    )(state.models)
 
 
 def _zero(tree):
@@ -217,7 +218,14 @@ def test_vmapped_seeds_keep_the_actor_update_a_branch_and_the_same_results(state
 )
 def test_ablations_run_and_give_finite_losses(state, dataset, getkey, overrides):
     config = dataclasses.replace(CONFIG, **overrides)
-    grads = _finetune_grads(infom.start_finetuning(state), _batch(dataset, getkey()), getkey(), True, config)
+    (loss, metrics), grads = _jit_finetune_grads(
+        infom.start_finetuning(state), _batch(dataset, getkey()), getkey(), jnp.asarray(True), config
+    )
+    assert bool(jnp.isfinite(loss))
+    for name, value in metrics._asdict().items():
+        if value is not None:
+            assert bool(jnp.all(jnp.isfinite(value))), name
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(eqx.filter(grads, eqx.is_array)))
     assert not _zero(grads.actor)
     if overrides.get("policy_extraction") == "standard_gpi":
         assert _zero(grads.critic)  # no critic: the actor differentiates through the ODE
