@@ -115,6 +115,7 @@ from .envs.ogbench._evaluation import (
     CubeOraclePolicy as CubeOraclePolicy,
     EnvPolicy as EnvPolicy,
     EvalResult as EvalResult,
+    EvaluationPool as EvaluationPool,
     eval_env_name as eval_env_name,
     evaluate_ogbench as evaluate_ogbench,
     evaluate_ogbench_policies as evaluate_ogbench_policies,

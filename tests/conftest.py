@@ -6,12 +6,25 @@ import os
 # Tests never render; keep MuJoCo (imported by OGBench) from probing for a display.
 os.environ.setdefault("MUJOCO_GL", "disable")
 
+import tempfile
+
 import equinox as eqx
 import hypothesis
 import jax
 import jax.random as jr
 import pytest
 
+
+# One persistent compilation cache for the whole test session, shared with the subprocesses the tests
+# start (through the environment): many tests train the same small programs, and a program compiled once
+# is then loaded instead of compiled again. Compiled programs are identical either way; only time changes.
+# A fresh directory per session, so nothing outlives the run; set JAX_COMPILATION_CACHE_DIR to keep one.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="infom-tests-jax-cache-"))
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -61,6 +61,10 @@ def test_zero_policy_fails_and_gets_batched_float32_observations():
     assert result.lengths.tolist() == [200, 200, 200]
     assert result.returns.tolist() == [-200.0] * 3  # cube-single reward: -1 until the cube is at its goal
     assert len(seen) == 200 and seen[0] == (np.float32, (3, 28))
+    short = infom.evaluate_ogbench(TASK, zero_policy, num_episodes=2, max_episode_steps=7, progress=False)
+    assert short.lengths.tolist() == [7, 7] and short.returns.tolist() == [-7.0, -7.0]
+    with pytest.raises(ValueError, match="max_episode_steps must be a positive integer, got 0"):
+        infom.evaluate_ogbench(TASK, zero_policy, max_episode_steps=0)
 
 
 def test_bad_policy_output_raises_and_workers_shut_down():
@@ -71,9 +75,14 @@ def test_bad_policy_output_raises_and_workers_shut_down():
     assert multiprocessing.active_children() == []
 
 
-def test_several_policies_in_one_pool_see_what_each_would_see_alone():
+def _rows(batches: list[np.ndarray]) -> list[bytes]:
+    return sorted(row.tobytes() for batch in batches for row in batch)
+
+
+def test_several_policies_in_one_pool_and_in_a_reused_pool_see_what_each_would_see_alone():
     """`evaluate_ogbench_policies` equals one `evaluate_ogbench` call per policy: every observation
-    batch each policy is given, and every result, are the same as when it runs alone."""
+    batch each policy is given, and every result, are the same as when it runs alone; so are those
+    of evaluations through an `EvaluationPool` whose environments earlier episodes have used."""
     rng = np.random.default_rng(0)
     weights = [rng.normal(size=(28, 5)).astype(np.float32) for _ in range(2)]
 
@@ -113,6 +122,35 @@ def test_several_policies_in_one_pool_see_what_each_would_see_alone():
             np.testing.assert_array_equal(getattr(pooled[k], field), getattr(alone[k], field))
         assert pooled[k].success_rate == alone[k].success_rate
     assert not np.array_equal(pooled_logs[0][-1], pooled_logs[1][-1])  # the two policies differ
+
+    # One environment per worker: episodes queue for it, and the second call finds used environments.
+    with infom.EvaluationPool(TASK, num_workers=2, envs_per_worker=1) as pool:
+        for _ in range(2):
+            reused_logs = [[], []]
+            reused = infom.evaluate_ogbench_policies(
+                TASK,
+                [recording(k, reused_logs[k]) for k in range(2)],
+                seeds=[100, 200],
+                num_episodes=2,
+                progress=False,
+                pool=pool,
+            )
+            for k in range(2):  # the same observations, batched differently (one environment per worker)
+                assert _rows(reused_logs[k]) == _rows(alone_logs[k])
+                for field in ("successes", "returns", "lengths"):
+                    np.testing.assert_array_equal(getattr(reused[k], field), getattr(alone[k], field))
+        one = infom.evaluate_ogbench(
+            TASK, recording(1, []), num_episodes=2, seed=200, progress=False, pool=pool
+        )
+        np.testing.assert_array_equal(one.returns, alone[1].returns)
+        with pytest.raises(ValueError, match="steps cube-single-singletask-task1-v0, not"):
+            infom.evaluate_ogbench("cube-single-play-singletask-task2-v0", np.zeros_like, pool=pool)
+        with pytest.raises(ValueError, match="shape"):  # a failed evaluation closes the pool it used
+            infom.evaluate_ogbench(TASK, lambda obs: np.zeros((len(obs), 4)), progress=False, pool=pool)
+        with pytest.raises(ValueError, match="`pool` is closed"):
+            infom.evaluate_ogbench(TASK, np.zeros_like, progress=False, pool=pool)
     with pytest.raises(ValueError, match="`seeds` has 1 entries for 2 policies"):
         infom.evaluate_ogbench_policies(TASK, [np.zeros_like] * 2, seeds=[0], progress=False)
+    with pytest.raises(ValueError, match="envs_per_worker must be a positive integer, got 0"):
+        infom.EvaluationPool(TASK, envs_per_worker=0)
     assert multiprocessing.active_children() == []

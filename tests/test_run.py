@@ -36,6 +36,8 @@ RUN = infom.RunConfig(
     finetune_episodes=2,
     episode_length=60,
     eval_workers=1,
+    eval_envs_per_worker=1,  # one environment made per run; its episodes take turns
+    eval_episode_steps=20,  # not OGBench's 200: these runs test the pipeline, not the policy
     checkpoint_every=1,
     diagnose_every=0,
 )

@@ -35,7 +35,12 @@ class RunConfig:
       run asks for (OGBench's published sizes are 1,000 and 500 episodes of 1,001 steps; the
       validation files hold 10% more). Missing files are generated with these; existing files
       that hold anything else are refused.
-    - `eval_workers`: environment worker processes for evaluation.
+    - `eval_workers`, `eval_envs_per_worker`: environment worker processes for evaluation, and
+      the environments each steps at once (episodes queue for free ones). The workers start at a
+      run's first evaluation and are kept for the others, so each environment is made once.
+    - `eval_episode_steps`: the evaluation episodes' time limit; `None` (the default and every
+      preset) keeps OGBench's (cube-single 200 steps, ...). A shorter one makes quick checks
+      quicker, but its success rates are not comparable with published ones.
     - `checkpoint_every`: blocks between checkpoints (always also at each evaluation and at
       the end).
     - `diagnose_every`: blocks between the agent's diagnostics (`diagnostics.csv`; for InFOM how
@@ -55,6 +60,8 @@ class RunConfig:
     episode_length: int = 1001
     data_seed: int = 0
     eval_workers: int = 2
+    eval_envs_per_worker: int = 8
+    eval_episode_steps: int | None = None
     checkpoint_every: int = 5
     diagnose_every: int = 1
 
@@ -68,11 +75,15 @@ class RunConfig:
             "pretrain_episodes",
             "finetune_episodes",
             "eval_workers",
+            "eval_envs_per_worker",
             "checkpoint_every",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
+        steps = self.eval_episode_steps
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
+            raise ValueError(f"{owner}.eval_episode_steps must be a positive integer or None, got {steps!r}")
         if not isinstance(self.episode_length, int) or self.episode_length < 2:
             raise ValueError(f"{owner}.episode_length must be an integer >= 2, got {self.episode_length!r}")
         for name in ("pretrain_updates", "finetune_updates", "seed", "data_seed", "diagnose_every"):

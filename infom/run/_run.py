@@ -376,6 +376,21 @@ def make_policy(
     return policy
 
 
+def evaluation_pool(env_name: str, run: RunConfig) -> Any:
+    """The `EvaluationPool` of a run's evaluations: `run.eval_workers` workers, each with at most
+    `run.eval_envs_per_worker` environments (fewer where the seeds' episodes need fewer)."""
+    from ..envs.ogbench._evaluation import EvaluationPool
+
+    total = run.num_seeds * run.eval_episodes
+    workers = min(run.eval_workers, total)
+    return EvaluationPool(
+        env_name,
+        num_workers=workers,
+        envs_per_worker=min(run.eval_envs_per_worker, math.ceil(total / workers)),
+        max_episode_steps=run.eval_episode_steps,
+    )
+
+
 def evaluate_run_states(
     env_name: str,
     agent: Agent,
@@ -384,20 +399,27 @@ def evaluate_run_states(
     *,
     num_episodes: int | None = None,
     progress: bool = False,
+    pool: Any = None,
 ) -> list[dict[str, Any]]:
     """Evaluates every seed's policy on the OGBench task in one pool of workers; one row per seed.
 
     Seed `index`'s episodes are reset from `10_000 * (run.seed + index + 1)`, as if each seed were
-    evaluated alone (`evaluate_ogbench_policies`)."""
+    evaluated alone (`evaluate_ogbench_policies`). `pool`: an open `EvaluationPool` to use (else
+    workers are started for this call)."""
     from ..envs.ogbench._evaluation import evaluate_ogbench_policies
 
+    if pool is None:
+        with evaluation_pool(env_name, run) as pool:
+            return evaluate_run_states(
+                env_name, agent, states, run, num_episodes=num_episodes, progress=progress, pool=pool
+            )
     results = evaluate_ogbench_policies(
         env_name,
         [make_policy(_seed(states, index), agent=agent) for index in range(run.num_seeds)],
         seeds=[10_000 * (run.seed + index + 1) for index in range(run.num_seeds)],
         num_episodes=num_episodes or run.eval_episodes,
-        num_workers=run.eval_workers,
         progress=progress,
+        pool=pool,
     )
     return [
         {
@@ -698,6 +720,7 @@ def train(
     where = "preparing data"
     states_out: list[TrainState] = []  # the states of the last completed block, for an interruption
     sinks: list = []  # the open loggers
+    pools: list = []  # the evaluation workers, started at the first evaluation and kept for the others
     try:
         processes.barrier("infom: run directory made")
         data = _run_data(env_name, run, run_dir, dataset_dir, data, generate_missing, job, log, processes)
@@ -718,6 +741,7 @@ def train(
             processes,
             loggers,
             sinks,
+            pools,
         )
     except GenerationInterrupted as error:
         raise RunInterrupted(
@@ -742,6 +766,8 @@ def train(
         from ._loggers import close_loggers
 
         close_loggers(sinks)
+        for pool in pools:
+            pool.close()
         job.close()
 
 
@@ -822,6 +848,7 @@ def _train_loop(
     processes: _Processes = _Processes(True, False),
     loggers: tuple[str, ...] = (),
     sinks: list | None = None,
+    pools: list | None = None,
 ) -> RunResult:
     from ._loggers import open_loggers, per_seed
 
@@ -880,7 +907,9 @@ def _train_loop(
             started = time.perf_counter()
             host_states = processes.host(states)
             if processes.lead:
-                rows = evaluate_run_states(env_name, agent, host_states, run)
+                if not pools:
+                    pools.append(evaluation_pool(env_name, run))
+                rows = evaluate_run_states(env_name, agent, host_states, run, pool=pools[0])
                 rows = [{"step": step, "finetune_step": step - run.pretrain_updates, **r} for r in rows]
             with deferred_interrupts():
                 done_evals.add(step)

@@ -5,10 +5,11 @@ process calls the policy once per step on the stacked observations of every runn
 so a JAX policy runs one batched forward pass per step instead of one per environment.
 """
 
+import contextlib
 import math
 import multiprocessing.connection
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -91,6 +92,7 @@ def _worker_main(
     env_name: str,
     num_slots: int,
     env_policy_factory: Callable[[], EnvPolicy] | None,
+    max_episode_steps: int | None = None,
 ) -> None:
     """Serves `("step", actions, resets)` requests until `("close",)`.
 
@@ -103,7 +105,8 @@ def _worker_main(
         import gymnasium
         import ogbench.manipspace  # noqa: F401  (registers the environments)
 
-        envs = [gymnasium.make(env_name, terminate_at_goal=True) for _ in range(num_slots)]
+        # Made on a slot's first episode, so a pool sized for more episodes than it runs costs nothing.
+        envs: list[Any] = [None] * num_slots
         policies: list[EnvPolicy | None] = [None] * num_slots
         last: list[tuple[np.ndarray, dict] | None] = [None] * num_slots
         while True:
@@ -124,6 +127,9 @@ def _worker_main(
             started = {}
             for slot, episode_seed in resets.items():
                 np.random.seed(episode_seed)
+                if envs[slot] is None:
+                    limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+                    envs[slot] = gymnasium.make(env_name, terminate_at_goal=True, **limit)
                 env = envs[slot]
                 env.action_space.seed(episode_seed)  # OGBench's task reset takes two random actions
                 ob, info = env.reset(seed=episode_seed)
@@ -134,7 +140,8 @@ def _worker_main(
                 started[slot] = ob
             conn.send(("ok", stepped, started))
         for env in envs:
-            env.close()
+            if env is not None:
+                env.close()
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         pass
     except BaseException:
@@ -154,7 +161,8 @@ def _worker_main(
 class _Workers:
     """Environment worker processes; shut down on exit, also after an exception."""
 
-    def __init__(self, env_name: str, slots: list[int], env_policy: Any):
+    def __init__(self, env_name: str, slots: list[int], env_policy: Any, max_episode_steps: int | None):
+        self.env_name, self.slots, self.max_episode_steps = env_name, list(slots), max_episode_steps
         context = _process_context()
         self.conns: list[multiprocessing.connection.Connection] = []
         self.processes: list[Any] = []
@@ -162,7 +170,9 @@ class _Workers:
             for num_slots in slots:
                 parent, child = context.Pipe()
                 process = context.Process(
-                    target=_worker_main, args=(child, env_name, num_slots, env_policy), daemon=True
+                    target=_worker_main,
+                    args=(child, env_name, num_slots, env_policy, max_episode_steps),
+                    daemon=True,
                 )
                 process.start()
                 child.close()
@@ -189,6 +199,7 @@ class _Workers:
         return replies
 
     def close(self) -> None:
+        self.closed = True
         for conn in self.conns:
             try:
                 conn.send(("close",))
@@ -202,11 +213,103 @@ class _Workers:
         for conn in self.conns:
             conn.close()
 
+    closed = False
+
     def __enter__(self) -> "_Workers":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class EvaluationPool:
+    """Environment workers kept open across evaluations, so that each environment is made once.
+
+    `evaluate_ogbench(..., pool=pool)` and `evaluate_ogbench_policies(..., pool=pool)` run their
+    episodes in the pool's environments instead of starting workers of their own, which costs a
+    worker start and one `gymnasium.make` (about a second for a manipulation task) per environment
+    on every call. Every episode starts from a seeded reset, so results are those of a fresh pool.
+    [`train`][] keeps one pool for all its evaluations.
+
+    **Arguments:**
+
+    - `env_name`: a task or dataset name, e.g. `cube-single-play-singletask-task1-v0`.
+    - `num_workers`: environment worker processes (one per core), started with multiprocessing's
+      `forkserver` method (see `evaluate_ogbench`).
+    - `envs_per_worker`: environments each worker steps per request; each is made on its first
+      episode, so slots no evaluation fills cost nothing.
+    - `max_episode_steps`: as in `evaluate_ogbench`; the pool's episodes all have this limit.
+
+    Use it as a context manager, or call `close()`; the workers also stop when this process ends.
+
+    !!! Example
+
+        ```python
+        with infom.EvaluationPool("cube-single-play-singletask-task1-v0") as pool:
+            for policy in policies:
+                print(infom.evaluate_ogbench(pool.env_name, policy, pool=pool).success_rate)
+        ```
+    """
+
+    def __init__(
+        self,
+        env_name: str,
+        *,
+        num_workers: int = 2,
+        envs_per_worker: int = 8,
+        max_episode_steps: int | None = None,
+    ):
+        _check_pool_size(num_workers, envs_per_worker, max_episode_steps)
+        self.env_name = env_name
+        self._eval_name = eval_env_name(env_name)
+        _parse_name(env_name)
+        self._workers = _Workers(self._eval_name, [envs_per_worker] * num_workers, None, max_episode_steps)
+
+    @property
+    def max_episode_steps(self) -> int | None:
+        """The episodes' time limit, or `None` for OGBench's own."""
+        return self._workers.max_episode_steps
+
+    @property
+    def num_workers(self) -> int:
+        """The number of worker processes."""
+        return len(self._workers.slots)
+
+    @property
+    def envs_per_worker(self) -> int:
+        """The number of environments each worker steps."""
+        return self._workers.slots[0]
+
+    def close(self) -> None:
+        """Stops the workers (and closes their environments); the pool cannot be used afterwards."""
+        self._workers.close()
+
+    def __enter__(self) -> "EvaluationPool":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _borrowed(workers: _Workers) -> Iterator[_Workers]:
+    """A pool's workers for one evaluation; an evaluation that fails part-way closes the pool (its
+    workers may hold replies no one read)."""
+    try:
+        yield workers
+    except BaseException:
+        workers.close()
+        raise
+
+
+def _check_pool_size(num_workers: int, envs_per_worker: int, max_episode_steps: int | None) -> None:
+    for name, value in (
+        ("num_workers", num_workers),
+        ("envs_per_worker", envs_per_worker),
+        ("max_episode_steps", 1 if max_episode_steps is None else max_episode_steps),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def evaluate_ogbench(
@@ -219,6 +322,8 @@ def evaluate_ogbench(
     envs_per_worker: int = 8,
     progress: bool = True,
     env_policy: Callable[[], EnvPolicy] | None = None,
+    pool: EvaluationPool | None = None,
+    max_episode_steps: int | None = None,
 ) -> EvalResult:
     """Rolls a policy out in OGBench's single-task evaluation environment.
 
@@ -248,6 +353,12 @@ def evaluate_ogbench(
     - `env_policy`: instead of `policy`, a picklable zero-argument factory of `EnvPolicy` objects
       that act inside the workers with access to the environment (for scripted test policies,
       e.g. `CubeOraclePolicy`). Pass `policy=None` with it.
+    - `pool`: an open [`EvaluationPool`][] for this environment to run in instead of starting
+      workers; then `num_workers`, `envs_per_worker` and `max_episode_steps` are the pool's. Not
+      with `env_policy`.
+    - `max_episode_steps`: end episodes after this many steps instead of at OGBench's time limit
+      (`None`). Success rates under a shorter limit are not comparable with published ones; it is
+      meant for quick checks and tests.
 
     **Returns:**
 
@@ -265,8 +376,19 @@ def evaluate_ogbench(
     """
     if (policy is None) == (env_policy is None):
         raise ValueError("pass exactly one of `policy` and `env_policy`")
+    if pool is not None and env_policy is not None:
+        raise ValueError("`env_policy` runs in workers of its own; it cannot use `pool`")
     (result,) = _evaluate(
-        env_name, [policy], [seed], num_episodes, num_workers, envs_per_worker, progress, env_policy
+        env_name,
+        [policy],
+        [seed],
+        num_episodes,
+        num_workers,
+        envs_per_worker,
+        progress,
+        env_policy,
+        pool,
+        max_episode_steps,
     )
     return result
 
@@ -280,6 +402,8 @@ def evaluate_ogbench_policies(
     num_workers: int = 2,
     envs_per_worker: int = 8,
     progress: bool = True,
+    pool: EvaluationPool | None = None,
+    max_episode_steps: int | None = None,
 ) -> list[EvalResult]:
     """Rolls several policies out in one pool of environment workers, each on its own episodes.
 
@@ -296,6 +420,7 @@ def evaluate_ogbench_policies(
     - `seeds`: the seed of each policy's episode 0 (as many as `policies`).
     - `num_episodes`, `num_workers`, `envs_per_worker`, `progress`: as in `evaluate_ogbench`;
       `num_episodes` is per policy, the workers and the progress bar are shared.
+    - `pool`, `max_episode_steps`: as in `evaluate_ogbench`.
 
     **Returns:**
 
@@ -308,7 +433,18 @@ def evaluate_ogbench_policies(
         raise ValueError(f"`seeds` has {len(seeds)} entries for {len(policies)} policies")
     if any(p is None for p in policies):
         raise ValueError("`policies` holds None; scripted policies go through evaluate_ogbench(env_policy=)")
-    return _evaluate(env_name, policies, seeds, num_episodes, num_workers, envs_per_worker, progress, None)
+    return _evaluate(
+        env_name,
+        policies,
+        seeds,
+        num_episodes,
+        num_workers,
+        envs_per_worker,
+        progress,
+        None,
+        pool,
+        max_episode_steps,
+    )
 
 
 def _evaluate(
@@ -320,14 +456,12 @@ def _evaluate(
     envs_per_worker: int,
     progress: bool,
     env_policy: Callable[[], EnvPolicy] | None,
+    pool: EvaluationPool | None = None,
+    max_episode_steps: int | None = None,
 ) -> list[EvalResult]:
     """Runs `num_episodes` episodes for each policy; episode `(k, i)` is reset with `seeds[k] + i`."""
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be at least 1, got {num_episodes}")
-    if num_workers < 1 or envs_per_worker < 1:
-        raise ValueError(
-            f"num_workers and envs_per_worker must be at least 1, got {num_workers} and {envs_per_worker}"
-        )
     name = eval_env_name(env_name)
     domain, _, _ = _parse_name(env_name)
     action_dim = 5
@@ -335,8 +469,24 @@ def _evaluate(
 
     # Episode g = k * num_episodes + i is policy k's episode i.
     total = len(policies) * num_episodes
-    num_workers = min(num_workers, total)
-    per_worker = min(envs_per_worker, math.ceil(total / num_workers))
+    if pool is None:
+        _check_pool_size(num_workers, envs_per_worker, max_episode_steps)
+        num_workers = min(num_workers, total)
+        per_worker = min(envs_per_worker, math.ceil(total / num_workers))
+        workers_context: Any = _Workers(name, [per_worker] * num_workers, env_policy, max_episode_steps)
+    else:
+        if not isinstance(pool, EvaluationPool):
+            raise TypeError(f"`pool` must be an EvaluationPool, got {type(pool).__name__}")
+        if pool._eval_name != name:
+            raise ValueError(f"`pool` steps {pool._eval_name}, not {name}")
+        if pool._workers.closed:
+            raise ValueError("`pool` is closed")
+        if max_episode_steps not in (None, pool.max_episode_steps):
+            raise ValueError(
+                f"max_episode_steps={max_episode_steps} differs from the pool's ({pool.max_episode_steps})"
+            )
+        num_workers, per_worker = pool.num_workers, pool.envs_per_worker
+        workers_context = _borrowed(pool._workers)
     free = [(worker, slot) for slot in range(per_worker) for worker in range(num_workers)]
     pending = list(range(total))
     running: dict[int, tuple[int, int]] = {}  # episode -> (worker, slot)
@@ -346,7 +496,7 @@ def _evaluate(
     lengths = np.zeros(total, dtype=np.int64)
 
     with (
-        _Workers(name, [per_worker] * num_workers, env_policy) as workers,
+        workers_context as workers,
         _progress_bar(total, name, progress) as bar,
     ):
         actions: list[dict[int, Any]] = [{} for _ in range(num_workers)]
