@@ -17,6 +17,23 @@ from ._checks import POSITIVE_INT, Range, boundary
 from ._networks import AbstractVectorField
 
 
+class _UniformGrid(diffrax.StepTo):
+    """`diffrax.StepTo(linspace(0, 1, n + 1))` without its run-time checks of the grid.
+
+    `StepTo` checks that `ts` increases and starts and ends at `t0` and `t1`; under `jit` those
+    checks are host callbacks, run at every solve, and a program holding a callback is never written
+    to JAX's persistent compilation cache. This grid is built here, from `0` to `1`, and holds by
+    construction; the steps are `StepTo`'s."""
+
+    def wrap(self, direction: Any) -> "_UniformGrid":
+        return self  # only ever used forward in time, from 0 to 1
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):  # noqa: ANN001 (diffrax's)
+        del terms, t0, t1, y0, args, func, error_order
+        assert dt0 is None
+        return self.ts[1], 2
+
+
 class ClipToBox(diffrax.AbstractWrappedSolver):
     """Wraps a diffrax solver and clips the state into `[lower, upper]` after every step.
 
@@ -117,7 +134,7 @@ def solve_flow(
     stepsize_controller: diffrax.AbstractStepSizeController | None = None,
     clip: tuple[Float[Array, " obs_dim"], Float[Array, " obs_dim"]] | None = None,
     max_steps: int | None = None,
-    throw: bool = True,
+    throw: bool | None = None,
 ) -> Float[Array, "*batch obs_dim"]:
     """Transports noise to future states along the flow ODE, deterministically.
 
@@ -148,7 +165,11 @@ def solve_flow(
     - `clip`: optional `(lower, upper)` bounds; the state is clipped into them after every
       step (see [`ClipToBox`][]).
     - `max_steps`: diffrax's step budget; `num_steps` by default for the uniform grid.
-    - `throw`: whether a failed solve raises (diffrax semantics).
+    - `throw`: whether a failed solve raises (diffrax semantics). `None` (the default): where a
+      solve can fail, that is with a `stepsize_controller`, an implicit solver or `max_steps`
+      under `num_steps`. On the uniform grid an explicit solver takes its `num_steps` steps and
+      cannot fail, so no check is compiled in (diffrax's check is a host callback, which also
+      keeps the program out of JAX's persistent compilation cache).
 
     **Returns:** `x(1)`, with the broadcast leading shape.
 
@@ -179,8 +200,15 @@ def solve_flow(
     if clip is not None:
         lower, upper = clip
         solver = ClipToBox(solver, lower, upper)
+    if throw is None:
+        inner = solver.solver if isinstance(solver, ClipToBox) else solver
+        throw = (
+            stepsize_controller is not None
+            or isinstance(inner, diffrax.AbstractImplicitSolver)
+            or (max_steps is not None and max_steps < num_steps)
+        )
     if stepsize_controller is None:
-        stepsize_controller = diffrax.StepTo(ts=jnp.linspace(0.0, 1.0, num_steps + 1))
+        stepsize_controller = _UniformGrid(ts=jnp.linspace(0.0, 1.0, num_steps + 1))
         dt0 = None
         if max_steps is None:
             max_steps = num_steps

@@ -256,3 +256,18 @@ def test_latin_hypercube_axis_must_be_an_axis_of_shape(field, getkey):
         infom.sample_future(
             field, s, a, z, key=getkey(), shape=(4, BATCH), noise=infom.LatinHypercubeNoise(2)
         )
+
+
+def test_a_grid_solve_compiles_no_host_check_but_one_short_of_steps_still_raises(field, getkey):
+    """On the uniform grid an explicit solver cannot fail, so the solve carries no host callback
+    (which would keep every training program out of JAX's persistent compilation cache); with fewer
+    `max_steps` than grid steps it can, and it raises."""
+    s, a, z, x0 = _inputs(getkey())
+    program = str(jax.make_jaxpr(lambda x: infom.solve_flow(field, x, s, a, z, num_steps=4))(x0))
+    assert "callback" not in program
+    clipped = lambda x: infom.solve_flow(field, x, s, a, z, num_steps=4, clip=(-jnp.ones(OBS), jnp.ones(OBS)))
+    assert "callback" not in str(jax.make_jaxpr(clipped)(x0))
+    with pytest.raises(Exception, match="max_steps"):
+        jax.block_until_ready(
+            jax.jit(lambda x: infom.solve_flow(field, x, s, a, z, num_steps=4, max_steps=2))(x0)
+        )
