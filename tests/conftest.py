@@ -6,6 +6,7 @@ import os
 # Tests never render; keep MuJoCo (imported by OGBench) from probing for a display.
 os.environ.setdefault("MUJOCO_GL", "disable")
 
+import shutil
 import tempfile
 
 import equinox as eqx
@@ -19,6 +20,7 @@ import pytest
 # start (through the environment): many tests train the same small programs, and a program compiled once
 # is then loaded instead of compiled again. Compiled programs are identical either way; only time changes.
 # A fresh directory per session, so nothing outlives the run; set JAX_COMPILATION_CACHE_DIR to keep one.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="infom-tests-jax-cache-"))
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
@@ -49,6 +51,12 @@ hypothesis.settings.register_profile(
 hypothesis.settings.load_profile(
     "ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev")
 )
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Removes the session's compilation cache (one the caller named is kept)."""
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture
