@@ -151,6 +151,14 @@ from .run._run import (
     train as train,
 )
 from .training._checkpoints import CheckpointError as CheckpointError
+from .training._sharding import (
+    dataset_bytes as dataset_bytes,
+    initialize_distributed as initialize_distributed,
+    make_mesh as make_mesh,
+    place_replicated as place_replicated,
+    place_states as place_states,
+    to_host as to_host,
+)
 from .training._train import (
     TrainState as TrainState,
     actor_schedule as actor_schedule,

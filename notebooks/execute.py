@@ -3,7 +3,7 @@
     python notebooks/execute.py                      # all of them
     python notebooks/execute.py 03_intentions        # some of them
 
-Each notebook runs top to bottom in a fresh kernel (`INFOM_NOTEBOOK_SIZE=full`, no display) in a
+Each notebook runs top to bottom in a fresh kernel (`INFOM_NOTEBOOK_SIZE=full`, figures inline) in a
 temporary working directory, and is written back atomically with its outputs. Its metadata records
 `infom.code_sha256`, the digest of its code cells as they ran, and the size. The tests
 (`tests/test_notebooks.py`) execute the same stored code at the small size and refuse a notebook
@@ -73,7 +73,8 @@ def execute(path: Path) -> float:
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    os.environ.update(INFOM_NOTEBOOK_SIZE="full", MPLBACKEND="Agg", MUJOCO_GL="disable")
+    os.environ.update(INFOM_NOTEBOOK_SIZE="full", MUJOCO_GL="disable")
+    os.environ.pop("MPLBACKEND", None)  # the kernel's inline backend, which stores the figures
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="infom-notebook-") as workdir:
         client = nbclient.NotebookClient(

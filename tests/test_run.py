@@ -647,7 +647,6 @@ def test_a_mesh_the_machine_or_the_run_cannot_split_over_is_refused_before_anyth
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow  # about a minute on 2 cores: over what the default run's 10 minutes have left
 def test_a_run_moves_between_one_and_two_devices_and_ends_with_one_devices_parameters(
     tmp_path, finished, dataset_dir
 ):

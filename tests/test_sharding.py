@@ -96,18 +96,19 @@ _COMPARE = """
 """
 
 
-def test_a_block_on_a_2_x_2_mesh_equals_one_device():
-    """A pre-training block of 4 updates, 4 seeds, on one device and on a 2 x 2 mesh
-    (seeds over 2 devices, each seed's batch over 2): parameters and metrics agree to float32
-    reduction-order error, and the states stay sharded over all 4 devices."""
-    out = _run_with_devices(_BLOCKS + "\n    SHAPES, PHASES = ((2, 2),), 1\n" + _COMPARE)
+def test_a_block_on_a_1_2_and_4_device_mesh_and_seeds_over_devices_equal_one_device():
+    """A pre-training block of 4 updates, 4 seeds, on one device and on meshes 1 x 2 and 1 x 4 (each
+    seed's batch split over 2 and 4 devices), 4 x 1 (the seeds over 4 devices) and 2 x 2 (both):
+    parameters and per-seed losses agree to float32 reduction-order error, and the states stay
+    sharded over every device of the mesh."""
+    out = _run_with_devices(_BLOCKS + "\n    SHAPES, PHASES = ((1, 2), (1, 4), (4, 1), (2, 2)), 1\n" + _COMPARE)
     assert out.strip().endswith("ok")
 
 
 @pytest.mark.slow
-def test_a_block_on_a_1_2_and_4_device_mesh_and_seeds_over_devices_equal_one_device():
-    """As above with a fine-tuning block after the pre-training one, on meshes 1 x 1, 1 x 2 and 1 x 4
-    (the batch split over 1, 2, 4 devices), 4 x 1 (the seeds over 4 devices) and 2 x 2."""
+def test_a_fine_tuning_block_after_pre_training_on_every_mesh_equals_one_device():
+    """As above with a fine-tuning block after the pre-training one, on meshes 1 x 1, 1 x 2, 1 x 4,
+    4 x 1 and 2 x 2."""
     out = _run_with_devices(
         _BLOCKS + "\n    SHAPES, PHASES = ((1, 1), (1, 2), (1, 4), (4, 1), (2, 2)), 2\n" + _COMPARE
     )
@@ -190,7 +191,6 @@ def _two_processes(tmp_path, shape, pretrain_only):
         np.testing.assert_allclose(got[f"arr_{i}"], expected, rtol=1e-4, atol=2e-5)
 
 
-@pytest.mark.slow  # about 40 s on 2 cores: over what the default run's 10 minutes have left
 def test_two_processes_pretrain_to_the_parameters_of_one(tmp_path):
     """Two local processes (`jax.distributed` on localhost, gloo collectives, one CPU device each)
     train 2 seeds for a pre-training block of 4 updates, each batch split over the two processes, and
