@@ -53,6 +53,12 @@ hypothesis.settings.load_profile(
 )
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Tests marked `long` first (in their order), then the others: the longest jobs start while
+    every worker is busy, instead of leaving one worker with them at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Removes the session's compilation cache (one the caller named is kept)."""
     if _OWN_CACHE:

@@ -96,12 +96,13 @@ _COMPARE = """
 """
 
 
-def test_a_block_on_a_1_2_and_4_device_mesh_and_seeds_over_devices_equal_one_device():
-    """A pre-training block of 4 updates, 4 seeds, on one device and on meshes 1 x 2 and 1 x 4 (each
-    seed's batch split over 2 and 4 devices), 4 x 1 (the seeds over 4 devices) and 2 x 2 (both):
-    parameters and per-seed losses agree to float32 reduction-order error, and the states stay
-    sharded over every device of the mesh."""
-    out = _run_with_devices(_BLOCKS + "\n    SHAPES, PHASES = ((1, 2), (1, 4), (4, 1), (2, 2)), 1\n" + _COMPARE)
+@pytest.mark.long
+def test_a_block_on_2_and_4_device_meshes_and_seeds_over_devices_equals_one_device():
+    """A pre-training block of 4 updates, 4 seeds, on one device and on meshes 1 x 2 (each seed's
+    batch split over 2 devices), 4 x 1 (the seeds over 4 devices) and 2 x 2 (both): parameters and
+    per-seed losses agree to float32 reduction-order error, and the states stay sharded over every
+    device of the mesh. (The slow run adds 1 x 1, 1 x 4 and a fine-tuning block.)"""
+    out = _run_with_devices(_BLOCKS + "\n    SHAPES, PHASES = ((1, 2), (4, 1), (2, 2)), 1\n" + _COMPARE)
     assert out.strip().endswith("ok")
 
 
@@ -191,6 +192,7 @@ def _two_processes(tmp_path, shape, pretrain_only):
         np.testing.assert_allclose(got[f"arr_{i}"], expected, rtol=1e-4, atol=2e-5)
 
 
+@pytest.mark.long
 def test_two_processes_pretrain_to_the_parameters_of_one(tmp_path):
     """Two local processes (`jax.distributed` on localhost, gloo collectives, one CPU device each)
     train 2 seeds for a pre-training block of 4 updates, each batch split over the two processes, and
