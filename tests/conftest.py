@@ -53,19 +53,6 @@ hypothesis.settings.load_profile(
 )
 
 
-def pytest_collection_modifyitems(session, config, items):
-    """Every other test marked `long` at the start of each half of the order, the others in their own
-    order between them. xdist's work-stealing scheduler (`-n 2 --dist worksteal`, the README's command)
-    starts each of its two workers on one half, so both begin with their share of the longest tests
-    instead of one worker meeting them at the end; a module's other tests stay together, so that its
-    fixtures are built once per worker. A run without xdist only runs in another order."""
-    long = [item for item in items if item.get_closest_marker("long")]
-    rest = [item for item in items if not item.get_closest_marker("long")]
-    first, second = long[0::2], long[1::2]
-    cut = max(0, len(items) // 2 - len(first))
-    items[:] = first + rest[:cut] + second + rest[cut:]
-
-
 def pytest_sessionfinish(session, exitstatus):
     """Removes the session's compilation cache (one the caller named is kept)."""
     if _OWN_CACHE:

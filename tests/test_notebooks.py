@@ -81,7 +81,6 @@ def test_every_notebook_imports_only_public_names_and_reads_its_size():
         assert "INFOM_NOTEBOOK_SIZE" in "".join("".join(cell["source"]) for cell in code), path.name
 
 
-@pytest.mark.long
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_notebook_runs_at_small_size(path, tmp_path, monkeypatch):
     """Executes every cell in a fresh kernel; a failing cell fails the test with the cell's error."""

@@ -415,7 +415,6 @@ def test_an_interrupted_run_checkpoints_its_last_block_and_resumes_bit_identical
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.long
 def test_sigterm_during_generation_stops_in_one_line_and_the_run_resumes(tmp_path):
     import os
     import signal
@@ -648,7 +647,6 @@ def test_a_mesh_the_machine_or_the_run_cannot_split_over_is_refused_before_anyth
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.long
 def test_a_run_moves_between_one_and_two_devices_and_ends_with_one_devices_parameters(
     tmp_path, finished, dataset_dir
 ):

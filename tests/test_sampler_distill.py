@@ -164,7 +164,6 @@ def test_the_paper_config_has_no_student_and_the_student_is_otherwise_the_same_n
     assert tree_allclose(without, reference.models, rtol=0, atol=0)
 
 
-@pytest.mark.long
 def test_the_student_changes_nothing_but_itself_and_learns_only_while_fine_tuning(dataset):
     """Pre-training leaves the student as it was; fine-tuning starts it as a copy of the field, and
     then, with as many steps as the critic's sampler, it draws the same futures: one fine-tuning

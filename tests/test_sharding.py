@@ -96,7 +96,6 @@ _COMPARE = """
 """
 
 
-@pytest.mark.long
 def test_a_block_on_2_and_4_device_meshes_and_seeds_over_devices_equals_one_device():
     """A pre-training block of 4 updates, 4 seeds, on one device and on meshes 1 x 2 (each seed's
     batch split over 2 devices), 4 x 1 (the seeds over 4 devices) and 2 x 2 (both): parameters and
@@ -192,7 +191,6 @@ def _two_processes(tmp_path, shape, pretrain_only):
         np.testing.assert_allclose(got[f"arr_{i}"], expected, rtol=1e-4, atol=2e-5)
 
 
-@pytest.mark.long
 def test_two_processes_pretrain_to_the_parameters_of_one(tmp_path):
     """Two local processes (`jax.distributed` on localhost, gloo collectives, one CPU device each)
     train 2 seeds for a pre-training block of 4 updates, each batch split over the two processes, and

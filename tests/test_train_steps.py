@@ -175,7 +175,6 @@ def test_seeds_vmapped_in_one_program_equal_separate_runs(dataset, optim):
     np.testing.assert_allclose(metrics.loss[1], single_metrics.loss, rtol=1e-5)
 
 
-@pytest.mark.long
 def test_vmapped_seeds_keep_the_actor_update_a_branch_and_the_same_results(state, dataset, optim):
     """With an unbatched `first_step` the actor's `lax.cond` stays a `cond` under the seed vmap
     (a batched step counter turns it into a select that runs the actor loss on every update),
