@@ -75,6 +75,12 @@ def test_bad_policy_output_raises_and_workers_shut_down():
     assert multiprocessing.active_children() == []
 
 
+def _assert_same_episodes(got, want):
+    for field in ("successes", "returns", "lengths"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    assert got.success_rate == want.success_rate
+
+
 def _rows(batches: list[np.ndarray]) -> list[bytes]:
     return sorted(row.tobytes() for batch in batches for row in batch)
 
@@ -118,9 +124,7 @@ def test_several_policies_in_one_pool_and_in_a_reused_pool_see_what_each_would_s
         assert len(pooled_logs[k]) == len(alone_logs[k]) == 200
         for got, want in zip(pooled_logs[k], alone_logs[k], strict=True):
             np.testing.assert_array_equal(got, want)
-        for field in ("successes", "returns", "lengths"):
-            np.testing.assert_array_equal(getattr(pooled[k], field), getattr(alone[k], field))
-        assert pooled[k].success_rate == alone[k].success_rate
+        _assert_same_episodes(pooled[k], alone[k])
     assert not np.array_equal(pooled_logs[0][-1], pooled_logs[1][-1])  # the two policies differ
 
     # One environment per worker: episodes queue for it, and the second call finds used environments.
@@ -137,12 +141,11 @@ def test_several_policies_in_one_pool_and_in_a_reused_pool_see_what_each_would_s
             )
             for k in range(2):  # the same observations, batched differently (one environment per worker)
                 assert _rows(reused_logs[k]) == _rows(alone_logs[k])
-                for field in ("successes", "returns", "lengths"):
-                    np.testing.assert_array_equal(getattr(reused[k], field), getattr(alone[k], field))
+                _assert_same_episodes(reused[k], alone[k])
         one = infom.evaluate_ogbench(
             TASK, recording(1, []), num_episodes=2, seed=200, progress=False, pool=pool
         )
-        np.testing.assert_array_equal(one.returns, alone[1].returns)
+        _assert_same_episodes(one, alone[1])
         with pytest.raises(ValueError, match="steps cube-single-singletask-task1-v0, not"):
             infom.evaluate_ogbench("cube-single-play-singletask-task2-v0", np.zeros_like, pool=pool)
         with pytest.raises(ValueError, match="shape"):  # a failed evaluation closes the pool it used

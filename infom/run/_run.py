@@ -886,6 +886,7 @@ def _train_loop(
     if resume:
         log(f"resuming {run_dir} at update {step}")
     sinks = [] if sinks is None else sinks  # the caller closes them
+    pools = [] if pools is None else pools  # the caller closes them
     if loggers and processes.lead:
         sinks.extend(open_loggers(tuple(loggers), run_dir, step, read_run_record(run_dir)))
 
