@@ -35,7 +35,8 @@ class Agent(NamedTuple):
       the agent does not pre-train.
     - `finetune_loss`: the loss on reward-labelled data.
     - `update_target(target, online, config) -> target`: after every update (EMA).
-    - `start_finetuning(online, target, config) -> (online, target)`: once, between the phases.
+    - `start_finetuning(online, target, config, *, batch) -> (online, target)`: once, between
+      the phases; `batch` is the reward-labelled [`Batch`][] of `task_batch`, or `None`.
     - `act(online, observations) -> actions`: deterministic actions in `[-1, 1]` for a batch of
       *normalised* observations `[n, obs_dim]`.
     - `preset_config(preset) -> config`: the agent's config for a named [`Preset`][] (its
@@ -44,6 +45,10 @@ class Agent(NamedTuple):
     - `sample_batch(dataset, key, config) -> Batch`: how the agent's training batches are drawn
       from a [`Dataset`][] (e.g. with a context pair per transition); `None`:
       [`sample_batch`][] with `config.batch_size`.
+    - `task_batch(dataset, key, config) -> Batch`: the reward-labelled batch `start_finetuning`
+      infers the task from (e.g. FB's `z_r` and HILP's skill: the authors' 10,000 transitions
+      of the fine-tuning data), drawn by the training layer with the seed's `TASK` key; `None`:
+      `start_finetuning` gets `batch=None`.
     - `diagnose(online, target, batch, *, key, config, normalizer) -> metrics`: measurements
       of the models that no loss computes (a `NamedTuple` of scalars), taken once per training
       block by the run and written to `diagnostics.csv`; `None` if the agent has none.
@@ -60,3 +65,4 @@ class Agent(NamedTuple):
     preset_config: Callable[[Any], Any] | None = None
     diagnose: Callable[..., tuple] | None = None
     sample_batch: Callable[..., Any] | None = None
+    task_batch: Callable[..., Any] | None = None

@@ -109,7 +109,7 @@ AGENT = Agent(
     pretrain_loss=loss,
     finetune_loss=loss,
     update_target=lambda target, online, config: target,
-    start_finetuning=lambda online, target, config: (online, target),
+    start_finetuning=lambda online, target, config, *, batch=None: (online, target),
     act=act,
     preset_config=preset_config,
 )

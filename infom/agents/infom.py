@@ -391,7 +391,7 @@ def update_target(target: VectorField, online: Models, config: InFOMConfig) -> V
 
 
 def _start_finetuning(
-    online: Models, target: VectorField, config: InFOMConfig | None
+    online: Models, target: VectorField, config: InFOMConfig | None, *, batch: Batch | None = None
 ) -> tuple[Models, VectorField]:
     """The target field is reset to the online field, as the reference does when fine-tuning starts;
     a student field starts as a copy of the pre-trained field."""

@@ -289,7 +289,7 @@ def update_target(target: IQLTargets, online: IQLNetworks, config: IQLConfig) ->
 
 
 def start_finetuning(
-    online: IQLNetworks, target: IQLTargets, config: IQLConfig
+    online: IQLNetworks, target: IQLTargets, config: IQLConfig, *, batch: Batch | None = None
 ) -> tuple[IQLNetworks, IQLTargets]:
     """Nothing happens between the phases for IQL (the authors reset targets only for InFOM,
     DINO, TD InfoNCE and HILP: `main.py:148-150`)."""

@@ -337,7 +337,7 @@ def update_target(target: ReBRACTargets, online: ReBRACNetworks, config: ReBRACC
 
 
 def start_finetuning(
-    online: ReBRACNetworks, target: ReBRACTargets, config: ReBRACConfig
+    online: ReBRACNetworks, target: ReBRACTargets, config: ReBRACConfig, *, batch: Batch | None = None
 ) -> tuple[ReBRACNetworks, ReBRACTargets]:
     """Nothing happens between the phases for ReBRAC (the authors reset targets only for InFOM,
     DINO, TD InfoNCE and HILP: `main.py:148-150`)."""

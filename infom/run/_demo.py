@@ -389,8 +389,12 @@ def _init_seeds(agent: Agent, config, normalizer, keys: Array) -> TrainState:
 
 
 @eqx.filter_jit
-def _begin_finetuning_seeds(agent: Agent, config, states: TrainState) -> TrainState:
-    return eqx.filter_vmap(lambda state: begin_finetuning(agent, state, config))(states)
+def _begin_finetuning_seeds(
+    agent: Agent, config, states: TrainState, finetune: Dataset, keys: Array
+) -> TrainState:
+    return eqx.filter_vmap(
+        lambda state, key: begin_finetuning(agent, state, config, dataset=finetune, key=key)
+    )(states, keys)
 
 
 def _train_seeds(
@@ -399,7 +403,7 @@ def _train_seeds(
     pretrain: Dataset,
     finetune: Dataset,
     normalizer,
-    keys: tuple[Array, Array, Array],
+    keys: tuple[Array, Array, Array, Array],
     pretrain_updates: int,
     finetune_updates: int,
     lap: Callable[[str], None] | None = None,
@@ -408,8 +412,8 @@ def _train_seeds(
     common training layer (as `infom train --agent` runs it): `agent.init`, `pretrain_updates`
     updates of its pre-training loss on the reward-free data, then `finetune_updates` of its
     fine-tuning loss on the reward-labelled data. `keys` are the seeds' (init, pre-training,
-    fine-tuning) keys. Returns the pre-trained and the fine-tuned states."""
-    init_keys, pretrain_keys, finetune_keys = keys
+    fine-tuning, task-inference) keys. Returns the pre-trained and the fine-tuned states."""
+    init_keys, pretrain_keys, finetune_keys, task_keys = keys
     optim = make_optimizer(config)
     common = dict(config=config, optim=optim)
     states = _init_seeds(agent, config, normalizer, init_keys)
@@ -431,7 +435,7 @@ def _train_seeds(
         seeds_block(
             agent,
             agent.finetune_loss,
-            _begin_finetuning_seeds(agent, config, pretrained),
+            _begin_finetuning_seeds(agent, config, pretrained, finetune, task_keys),
             finetune,
             keys=finetune_keys,
             num_updates=finetune_updates,
@@ -641,7 +645,7 @@ def run_pendulum_demo(
         pretrain,
         finetune,
         normalizer,
-        (init_keys, pretrain_keys, finetune_keys),
+        (init_keys, pretrain_keys, finetune_keys, _keys.task_keys(seed, config.num_seeds)),
         config.pretrain_updates,
         config.finetune_updates,
         lap=lap,
@@ -649,12 +653,12 @@ def run_pendulum_demo(
     pretrained_actors = pretrained.models.actor
 
     # Baselines on the same data, budget and evaluation episodes. Keys: baseline `a` (1, 2, ...)
-    # takes blocks 10a (init), 10a + 1 (pre-training) and 10a + 2 (fine-tuning) of the seeds'
-    # BLOCKS streams (InFOM uses blocks 0 and 1).
+    # takes blocks 10a (init), 10a + 1 (pre-training), 10a + 2 (fine-tuning) and 10a + 3 (the
+    # task-inference batch) of the seeds' BLOCKS streams (InFOM uses blocks 0 and 1 and TASK).
     baseline_returns = {}
     for index, name in enumerate(config.baselines, start=1):
         agent = AGENTS[name]
-        keys = tuple(_keys.block_keys(seed, config.num_seeds, 10 * index + k) for k in range(3))
+        keys = tuple(_keys.block_keys(seed, config.num_seeds, 10 * index + k) for k in range(4))
         _, baseline_states = _train_seeds(
             agent,
             demo_baseline_config(agent, config),

@@ -36,7 +36,7 @@ from ..training._checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from ..training._keys import block_keys, diagnostics_key, init_keys
+from ..training._keys import block_keys, diagnostics_key, init_keys, task_keys
 from ..training._train import (
     TrainState,
     agent_actions,
@@ -938,7 +938,9 @@ def _train_loop(
         phase = "pretrain" if step < run.pretrain_updates else "finetune"
         block_states = states
         if step == run.pretrain_updates and phase == "finetune":
-            block_states = eqx.filter_vmap(lambda state: begin_finetuning(agent, state, config))(states)
+            block_states = eqx.filter_vmap(
+                lambda state, key: begin_finetuning(agent, state, config, dataset=data.finetune, key=key)
+            )(states, task_keys(run.seed, run.num_seeds))
         dataset = data.pretrain if phase == "pretrain" else data.finetune
         block_index = step // run.block_size
         started = time.perf_counter()

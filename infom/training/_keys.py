@@ -9,6 +9,8 @@ jax.random.key(s)
 ├── fold_in(., INIT = 0)        network initialisation (init_models splits it per network)
 ├── fold_in(., BLOCKS = 1)      training: fold_in(., b) is block b, split into its K updates,
 │                               each update split into (batch, loss)
+├── fold_in(., TASK = 3)        the reward-labelled batch an agent infers its task from between
+│                               the phases (the agent's `task_batch`; e.g. FB's `z_r`)
 └── fold_in(., RUN = 2)         draws shared by all seeds of a run, taken from the run's first
                                 seed only: fold_in(., DATA = 0) collects data,
                                 fold_in(., EVALUATION = 1) draws evaluation episodes (the same
@@ -31,7 +33,7 @@ import jax.random as jr
 from jaxtyping import Array, Key
 
 
-INIT, BLOCKS, RUN = 0, 1, 2
+INIT, BLOCKS, RUN, TASK = 0, 1, 2, 3
 DATA, EVALUATION, DIAGNOSTICS = 0, 1, 2
 
 
@@ -48,6 +50,11 @@ def child(roots: Key[Array, "*seeds"], index: int) -> Key[Array, "*seeds"]:
 def init_keys(seed: int, num_seeds: int) -> Key[Array, " num_seeds"]:
     """Each seed's initialisation key."""
     return child(seed_roots(seed, num_seeds), INIT)
+
+
+def task_keys(seed: int, num_seeds: int) -> Key[Array, " num_seeds"]:
+    """Each seed's key of the task-inference batch drawn once between the phases."""
+    return child(seed_roots(seed, num_seeds), TASK)
 
 
 def block_keys(seed: int, num_seeds: int, block_index: int) -> Key[Array, " num_seeds"]:

@@ -80,9 +80,30 @@ def init_state(
     )
 
 
-def begin_finetuning(agent: Any, state: TrainState, config: Any) -> TrainState:
-    """`agent.start_finetuning` applied to the state's networks, once between the two phases."""
-    models, target = agent.start_finetuning(state.models, state.target, config)
+def begin_finetuning(
+    agent: Any,
+    state: TrainState,
+    config: Any,
+    *,
+    dataset: Dataset | None = None,
+    key: PRNGKeyArray | None = None,
+) -> TrainState:
+    """`agent.start_finetuning` applied to the state's networks, once between the two phases.
+
+    An agent that infers its task from reward-labelled data (`agent.task_batch`, e.g. FB's
+    `z_r = E[r(s) B(s)]`) gets the batch `agent.task_batch(dataset, key, config)`, drawn here
+    from the fine-tuning `dataset` with the seed's `TASK` key ([`task_keys`][]); the other
+    agents get `batch=None`, and `dataset` and `key` are then unused.
+    """
+    batch = None
+    if agent.task_batch is not None:
+        if dataset is None or key is None:
+            raise ValueError(
+                f"agent {agent.name!r} infers its task from reward-labelled data: "
+                "begin_finetuning needs `dataset=` (the fine-tuning data) and `key=`"
+            )
+        batch = agent.task_batch(dataset, key, config)
+    models, target = agent.start_finetuning(state.models, state.target, config, batch=batch)
     return TrainState(models, target, state.opt_state, state.normalizer, state.step)
 
 
