@@ -62,9 +62,27 @@ def _pretrain(online, batch):
     return loss, metrics, grads
 
 
+class _Reference(eqx.Module):
+    means: jax.Array
+    q: jax.Array
+    value_logits: jax.Array
+
+
+@eqx.filter_jit
+def _reference(networks, batch):
+    """The actor's mean, its importance-weighted q and the critic's logits, computed by hand."""
+    t = batch.transitions
+    means = jax.vmap(networks.actor)(t.observations)
+    logits = crl_is.critic_logits(networks.critic, t.observations, jnp.clip(means, -1, 1), batch.actor_goals)
+    logits = jnp.min(jnp.maximum(logits, np.log(1e-6)), axis=-1)
+    q = B * jnp.diagonal(jax.nn.softmax(logits, axis=1)) * jax.vmap(networks.reward)(batch.actor_goals)
+    value_logits = crl_is.critic_logits(networks.critic, t.observations, t.actions, batch.value_goals)
+    return _Reference(means, q, value_logits)
+
+
 @pytest.fixture(scope="module")
 def networks():
-    online, target = crl_is.AGENT.init(OBS, ACT, CONFIG, key=jr.key(0))
+    online, target = eqx.filter_jit(crl_is.AGENT.init)(OBS, ACT, CONFIG, key=jr.key(0))
     assert target is None
     return online
 
@@ -125,13 +143,16 @@ def test_infonce_is_minimised_by_the_log_density_ratio_up_to_a_constant_per_stat
 
 
 def test_forward_infonce_is_cross_entropy_plus_the_squared_logsumexp_penalty(getkey):
-    logits = jr.normal(getkey(), (4, 4))
-    lse = jax.nn.logsumexp(logits, axis=1)
-    want = -jnp.diagonal(jax.nn.log_softmax(logits, axis=1)) + 0.5 * lse**2
-    np.testing.assert_allclose(crl_is.infonce(logits, logsumexp_penalty=0.5), want, rtol=1e-5)
-    # A constant per row moves the loss only through the penalty.
-    shifted = logits + jnp.arange(4.0)[:, None]
-    np.testing.assert_allclose(crl_is.infonce(shifted) - crl_is.infonce(logits), 0.0, atol=1e-5)
+    logits = np.asarray(jr.normal(getkey(), (4, 4)), np.float64)
+    lse = np.log(np.sum(np.exp(logits), axis=1))
+    want = lse - np.diagonal(logits) + 0.5 * lse**2
+    shifted = logits + np.arange(4.0)[:, None]
+    got, plain, moved = jax.jit(
+        lambda x, y: (crl_is.infonce(x, logsumexp_penalty=0.5), crl_is.infonce(x), crl_is.infonce(y))
+    )(jnp.asarray(logits, jnp.float32), jnp.asarray(shifted, jnp.float32))
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # Without the penalty, a constant per row changes nothing.
+    np.testing.assert_allclose(moved, plain, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- the importance-weighted Q
@@ -141,15 +162,17 @@ def test_importance_weighted_q_is_the_expected_reward_of_future_goals_for_the_ex
     # A batch of 8 goals drawn exactly in the marginal's proportions (3/8, 2/8, 3/8) and every
     # row at the same state-action x: with f = log p(g | x) / p(g) + b (any b), the batch mean of
     # q_i = B softmax_j(f)_i r(g_i) is sum_g p(g | x) r(g).
-    goals = jnp.array([0, 0, 0, 1, 1, 2, 2, 2])
-    r = jnp.array([1.0, -2.0, 3.0])
-    for x in (0, 1):
-        for offset in (0.0, 7.0):
-            logits = jnp.broadcast_to(jnp.asarray(LOG_RATIO[x], jnp.float32)[goals] + offset, (8, 8))
-            q = crl_is.importance_weighted_q(logits, r[goals])
-            np.testing.assert_allclose(jnp.mean(q), P_G_GIVEN_X[x] @ np.asarray(r), rtol=1e-5)
-            # Each q_i is the exact ratio times the goal's reward (the batch's ratios average to 1).
-            np.testing.assert_allclose(q, (P_G_GIVEN_X[x] / P_G)[goals] * r[goals], rtol=1e-5)
+    goals = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    r = np.array([1.0, -2.0, 3.0])
+    cases = [(x, offset) for x in (0, 1) for offset in (0.0, 7.0)]
+    logits = np.stack([np.broadcast_to(LOG_RATIO[x][goals] + offset, (8, 8)) for x, offset in cases])
+    q = jax.jit(jax.vmap(crl_is.importance_weighted_q, in_axes=(0, None)))(
+        jnp.asarray(logits, jnp.float32), jnp.asarray(r[goals], jnp.float32)
+    )
+    for (x, _), q_x in zip(cases, np.asarray(q), strict=True):
+        np.testing.assert_allclose(np.mean(q_x), P_G_GIVEN_X[x] @ r, rtol=1e-5)
+        # Each q_i is the exact ratio times the goal's reward (the batch's ratios average to 1).
+        np.testing.assert_allclose(q_x, (P_G_GIVEN_X[x] / P_G)[goals] * r[goals], rtol=1e-5)
 
 
 def test_actor_q_is_the_importance_weighted_reward_of_the_actor_goals_and_bc_is_weighted_by_alpha(
@@ -157,11 +180,9 @@ def test_actor_q_is_the_importance_weighted_reward_of_the_actor_goals_and_bc_is_
 ):
     batch = _goal_batch(getkey())
     _, metrics, _ = _finetune(networks, batch, jnp.asarray(True))
-    s = batch.transitions.observations
-    means = jax.vmap(networks.actor)(s)
-    logits = crl_is.critic_logits(networks.critic, s, jnp.clip(means, -1, 1), batch.actor_goals)
-    logits = jnp.min(jnp.maximum(logits, np.log(1e-6)), axis=-1)
-    q = B * jnp.diagonal(jax.nn.softmax(logits, axis=1)) * jax.vmap(networks.reward)(batch.actor_goals)
+
+    ref = _reference(networks, batch)
+    means, q = ref.means, ref.q
     np.testing.assert_allclose(metrics.q_mean, q.mean(), rtol=1e-4)
     np.testing.assert_allclose(metrics.q_loss, -q.mean() / jnp.abs(q).mean(), rtol=1e-4)
     log_prob = jax.scipy.stats.norm.logpdf(batch.transitions.actions, means, 1.0).sum(-1)
@@ -171,9 +192,11 @@ def test_actor_q_is_the_importance_weighted_reward_of_the_actor_goals_and_bc_is_
 
 def test_critic_logits_are_the_scaled_bilinear_products_of_every_pair(networks, getkey):
     s, a, g = jr.normal(getkey(), (4, OBS)), jr.uniform(getkey(), (4, ACT)), jr.normal(getkey(), (5, OBS))
-    logits = crl_is.critic_logits(networks.critic, s, a, g)
+    logits, pair = eqx.filter_jit(lambda c: (crl_is.critic_logits(c, s, a, g), c(s[2], a[2], g[3])))(
+        networks.critic
+    )
     assert logits.shape == (4, 5, CONFIG.num_critic_heads)
-    np.testing.assert_allclose(logits[2, 3], networks.critic(s[2], a[2], g[3]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logits[2, 3], pair, rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- the goal sampler
@@ -189,7 +212,8 @@ def test_goal_sampler_draws_same_episode_futures_geometric_for_the_critic_unifor
         np.zeros((len(rows), ACT), np.float32),
         terminals=terminals,
     )
-    ends = np.concatenate([np.full(n, start + n - 1) for start, n in zip(np.cumsum((0,) + lengths), lengths)])
+    starts = np.cumsum((0,) + lengths)[:-1]
+    ends = np.concatenate([np.full(n, start + n - 1) for start, n in zip(starts, lengths, strict=True)])
     config = dataclasses.replace(CONFIG, batch_size=4096, gamma=0.5)
     sample = jax.jit(lambda key: crl_is.sample_goal_batch(data, key, config))
     key = getkey()
@@ -229,9 +253,9 @@ def test_pretraining_is_infonce_plus_bc_reads_no_reward_and_trains_critic_and_ac
     np.testing.assert_allclose(loss, metrics.contrastive_loss + metrics.bc_loss, rtol=1e-6)
     assert _is_zero(grads.reward) and not _is_zero(grads.critic) and not _is_zero(grads.actor)
     # The InfoNCE term is that of `infonce` on every head's logits of the value goals.
-    t = batch.transitions
-    logits = crl_is.critic_logits(networks.critic, t.observations, t.actions, batch.value_goals)
-    want = jnp.mean(jnp.stack([crl_is.infonce(logits[..., e], logsumexp_penalty=0.01) for e in range(2)]))
+    logits = np.asarray(_reference(networks, batch).value_logits, np.float64)
+    lse = np.log(np.sum(np.exp(logits), axis=1))  # [rows, heads]
+    want = np.mean(lse - np.diagonal(logits).T + 0.01 * lse**2)
     np.testing.assert_allclose(metrics.contrastive_loss, want, rtol=1e-5)
 
 

@@ -431,8 +431,9 @@ def finetune_loss(
     - critic: `L_NCE` as in [`pretrain_loss`][infom.agents.crl_is.pretrain_loss].
     - actor, only when `update_actor` (a `lax.cond`; crl_infonce.py:111-152): with
       `pi(s) = clip(mu(s), -1, 1)`, the logits `l[i, j] = min_e max(f_e(s_i, pi(s_i), g_j), log 1e-6)`
-      over the actor goals `g_j`, and `q` of [`importance_weighted_q`][infom.agents.crl_is.importance_weighted_q]
-      with the predicted rewards `r(g_i)`:
+      over the actor goals `g_j`, and `q` of
+      [`importance_weighted_q`][infom.agents.crl_is.importance_weighted_q] with the predicted
+      rewards `r(g_i)`:
       `L_pi = -mean q / sg[mean |q|] - alpha * mean log N(a; mu(s), I)` (without the division
       if not `normalize_q_loss`).
 
