@@ -85,6 +85,7 @@ def _check(trainable, max_distance):
         assert abs(model.std() - np.sqrt(var)) < 0.1, (s, a, model.std(), np.sqrt(var))
 
 
+@pytest.mark.optimized
 def test_td2_flow_reproduces_the_exact_discounted_occupancy():
     _check(_train("td2"), max_distance=0.075)
 

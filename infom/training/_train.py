@@ -17,7 +17,6 @@ import optax
 from jax.sharding import Mesh
 from jaxtyping import Array, Bool, Float, Int, Key, PRNGKeyArray, PyTree
 
-from .._types import Batch
 from ..data._dataset import Dataset, Normalizer, sample_batch
 from ._sharding import SEEDS, is_single_device, shard_batch
 
@@ -92,7 +91,7 @@ def begin_finetuning(
 
     An agent that infers its task from reward-labelled data (`agent.task_batch`, e.g. FB's
     `z_r = E[r(s) B(s)]`) gets the batch `agent.task_batch(dataset, key, config)`, drawn here
-    from the fine-tuning `dataset` with the seed's `TASK` key ([`task_keys`][]); the other
+    from the fine-tuning `dataset` with the seed's `TASK` key (`infom.training._keys.task_keys`); the other
     agents get `batch=None`, and `dataset` and `key` are then unused.
     """
     batch = None
@@ -116,7 +115,7 @@ def train_step(
     agent: Any,
     loss_fn: Callable[..., tuple[Any, tuple]],
     state: TrainState,
-    batch: Batch,
+    batch: PyTree,
     *,
     key: PRNGKeyArray,
     config: Any,
@@ -158,8 +157,9 @@ def train_step(
     return new_state, metrics
 
 
-def _agent_batch(agent: Any, dataset: Dataset, key: PRNGKeyArray, config: Any) -> Batch:
-    """A training batch as the agent draws it (`agent.sample_batch`), or [`sample_batch`][]."""
+def _agent_batch(agent: Any, dataset: Dataset, key: PRNGKeyArray, config: Any) -> PyTree:
+    """A training batch as the agent draws it (`agent.sample_batch`, e.g. a [`Batch`][] with goals),
+    or [`sample_batch`][]."""
     if agent.sample_batch is not None:
         return agent.sample_batch(dataset, key, config)
     return sample_batch(dataset, key, config.batch_size)
