@@ -4,10 +4,13 @@ The command and the demo pick an agent by name from [`AGENTS`][]; nothing else l
 """
 
 from .bc import AGENT as _BC
+from .crl_is import AGENT as _CRL_IS
+from .fb_iql import AGENT as _FB_IQL
+from .hilp_iql import AGENT as _HILP_IQL
 from .infom import AGENT as _INFOM
 from .iql import AGENT as _IQL
 from .rebrac import AGENT as _REBRAC
 
 
-AGENTS = {agent.name: agent for agent in (_INFOM, _BC, _IQL, _REBRAC)}
+AGENTS = {agent.name: agent for agent in (_INFOM, _BC, _IQL, _REBRAC, _CRL_IS, _FB_IQL, _HILP_IQL)}
 """Every agent by the name `infom train --agent NAME` uses."""

@@ -192,6 +192,20 @@ def pretrain_loss(
     return loss, IQLPretrainMetrics(loss, jnp.mean(jnp.square(means - batch.actions)))
 
 
+def conditioned(batch: Batch, latents: Float[Array, "batch latent_dim"]) -> Batch:
+    """The batch with every state replaced by `[s, z]` (and `s'` by `[s', z]`), row by row: IQL on
+    networks conditioned on a latent (FB's and HILP's task or skill). Actions, rewards and masks
+    are kept."""
+    return Batch(
+        observations=jnp.concatenate([batch.observations, latents], axis=-1),
+        actions=batch.actions,
+        next_observations=jnp.concatenate([batch.next_observations, latents], axis=-1),
+        next_actions=batch.next_actions,
+        rewards=batch.rewards,
+        masks=batch.masks,
+    )
+
+
 def awr_weights(
     advantages: Float[Array, " batch"], alpha: ScalarLike, max_weight: ScalarLike
 ) -> Float[Array, " batch"]:
