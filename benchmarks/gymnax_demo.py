@@ -8,10 +8,11 @@ per seed, their mean +- std and median over seeds, the behaviours' own returns, 
 of the fine-tuned models, and the wall time of each phase (compilation included; the demo is
 one cold run, so it is timed once).
 
-Run: `python benchmarks/gymnax_demo.py [--quick] [--seeds N] [--seed S]`.
+Run: `python benchmarks/gymnax_demo.py [--quick] [--seeds N] [--seed S] [--baselines NAME ...]`.
 """
 
 import argparse
+import dataclasses
 
 from _common import header
 
@@ -23,8 +24,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the quick setting (pipeline check)")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the setting's)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    parser.add_argument(
+        "--baselines", nargs="*", default=None, help="agents compared with InFOM (default: the setting's)"
+    )
     args = parser.parse_args()
     config = infom.PENDULUM_DEMO_QUICK if args.quick else infom.PENDULUM_DEMO
+    if args.baselines is not None:
+        config = dataclasses.replace(config, baselines=tuple(args.baselines))
     header(
         f"Pendulum-v1 demo, setting {'PENDULUM_DEMO_QUICK' if args.quick else 'PENDULUM_DEMO'}: "
         f"{args.seeds or config.num_seeds} seeds, {config.pretrain_updates} pre-training + "

@@ -231,9 +231,11 @@ class DemoDiagnostics(NamedTuple):
 
 def demo_baseline_config(agent: Agent, config: PendulumDemoConfig):
     """A baseline's config in the demo: its defaults, with the demo's network widths, learning
-    rate, batch size and discount (where the agent has such fields)."""
+    rate, batch size and discount, and a representation size (`latent_dim` of CRL + IS, FB and
+    HILP) equal to the last width, as their presets take it (where the agent has such fields)."""
     shared = {
         "hidden_dims": config.infom.network.hidden_dims,
+        "latent_dim": config.infom.network.hidden_dims[-1],
         "learning_rate": config.infom.learning_rate,
         "batch_size": config.infom.batch_size,
         "gamma": config.infom.gamma,
@@ -712,7 +714,14 @@ def format_demo_result(result: DemoResult) -> str:
         "median",
     ]
     rows = []
-    labels = {"bc": "BC (+ fine-tuning data)", "iql": "IQL", "rebrac": "ReBRAC"}
+    labels = {
+        "bc": "BC (+ fine-tuning data)",
+        "iql": "IQL",
+        "rebrac": "ReBRAC",
+        "crl_is": "CRL + IS",
+        "fb_iql": "FB + IQL",
+        "hilp_iql": "HILP + IQL",
+    }
     for name, values in (
         ("InFOM (fine-tuned)", result.infom_returns),
         ("BC (pre-trained actor)", result.bc_returns),
