@@ -5,6 +5,7 @@ The command and the demo pick an agent by name from [`AGENTS`][]; nothing else l
 
 from .bc import AGENT as _BC
 from .crl_is import AGENT as _CRL_IS
+from .dino_rebrac import AGENT as _DINO_REBRAC
 from .fb_iql import AGENT as _FB_IQL
 from .hilp_iql import AGENT as _HILP_IQL
 from .infom import AGENT as _INFOM
@@ -12,5 +13,7 @@ from .iql import AGENT as _IQL
 from .rebrac import AGENT as _REBRAC
 
 
-AGENTS = {agent.name: agent for agent in (_INFOM, _BC, _IQL, _REBRAC, _CRL_IS, _FB_IQL, _HILP_IQL)}
+AGENTS = {
+    agent.name: agent for agent in (_INFOM, _BC, _IQL, _REBRAC, _CRL_IS, _FB_IQL, _HILP_IQL, _DINO_REBRAC)
+}
 """Every agent by the name `infom train --agent NAME` uses."""

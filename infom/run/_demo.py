@@ -231,11 +231,13 @@ class DemoDiagnostics(NamedTuple):
 
 def demo_baseline_config(agent: Agent, config: PendulumDemoConfig):
     """A baseline's config in the demo: its defaults, with the demo's network widths, learning
-    rate, batch size and discount, and a representation size (`latent_dim` of CRL + IS, FB and
-    HILP) equal to the last width, as their presets take it (where the agent has such fields)."""
+    rate, batch size and discount, and representations (`latent_dim` of CRL + IS, FB and HILP,
+    `encoder_dims` of DINO) of the demo's widths, as their presets take them (where the agent has
+    such fields)."""
     shared = {
         "hidden_dims": config.infom.network.hidden_dims,
         "latent_dim": config.infom.network.hidden_dims[-1],
+        "encoder_dims": config.infom.network.hidden_dims,
         "learning_rate": config.infom.learning_rate,
         "batch_size": config.infom.batch_size,
         "gamma": config.infom.gamma,
@@ -721,6 +723,7 @@ def format_demo_result(result: DemoResult) -> str:
         "crl_is": "CRL + IS",
         "fb_iql": "FB + IQL",
         "hilp_iql": "HILP + IQL",
+        "dino_rebrac": "DINO + ReBRAC",
     }
     for name, values in (
         ("InFOM (fine-tuned)", result.infom_returns),
