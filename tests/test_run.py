@@ -556,7 +556,9 @@ def test_the_command_refuses_early_and_leaves_no_directory(tmp_path, capsys):
 # --------------------------------------------------------------------------- every agent, the same run
 
 
-@pytest.mark.parametrize("name", ["bc", "iql", "rebrac", "crl_is", "fb_iql", "hilp_iql", "dino_rebrac"])
+@pytest.mark.parametrize(
+    "name", ["bc", "iql", "rebrac", "crl_is", "fb_iql", "hilp_iql", "dino_rebrac", "mbpo_rebrac"]
+)
 def test_every_agent_trains_resumes_bit_identically_and_stops_on_a_non_finite_loss(name, tmp_path, data):
     agent = infom.AGENTS[name]
     fields = {f.name for f in dataclasses.fields(agent.config_type)}
@@ -564,7 +566,12 @@ def test_every_agent_trains_resumes_bit_identically_and_stops_on_a_non_finite_lo
         **{
             k: v
             for k, v in dict(
-                hidden_dims=(32, 32), encoder_dims=(32, 32), batch_size=32, latent_dim=8, num_task_samples=64
+                hidden_dims=(32, 32),
+                encoder_dims=(32, 32),
+                batch_size=32,
+                latent_dim=8,
+                num_task_samples=64,
+                num_model_rollouts=16,
             ).items()
             if k in fields
         }
@@ -612,7 +619,9 @@ def test_every_agent_has_a_config_for_every_preset(preset):
         assert config.hidden_dims if hasattr(config, "hidden_dims") else config.network.hidden_dims
 
 
-@pytest.mark.parametrize("name", ["bc", "iql", "rebrac", "crl_is", "fb_iql", "hilp_iql", "dino_rebrac"])
+@pytest.mark.parametrize(
+    "name", ["bc", "iql", "rebrac", "crl_is", "fb_iql", "hilp_iql", "dino_rebrac", "mbpo_rebrac"]
+)
 def test_every_baseline_config_rejects_empty_or_bad_hidden_dims_naming_the_field(name):
     config_type = infom.AGENTS[name].config_type
     for bad in ((), (32, 0), [32]):

@@ -273,7 +273,7 @@ def _print_summary(summary) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-AGENT_NAMES = ("infom", "bc", "iql", "rebrac", "crl_is", "fb_iql", "hilp_iql", "dino_rebrac")
+AGENT_NAMES = ("infom", "bc", "iql", "rebrac", "crl_is", "fb_iql", "hilp_iql", "dino_rebrac", "mbpo_rebrac")
 """The names of `infom.AGENTS`, here so that the parser is built without importing JAX (a test
 checks that the two agree)."""
 

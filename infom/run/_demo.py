@@ -231,13 +231,14 @@ class DemoDiagnostics(NamedTuple):
 
 def demo_baseline_config(agent: Agent, config: PendulumDemoConfig):
     """A baseline's config in the demo: its defaults, with the demo's network widths, learning
-    rate, batch size and discount, and representations (`latent_dim` of CRL + IS, FB and HILP,
-    `encoder_dims` of DINO) of the demo's widths, as their presets take them (where the agent has
-    such fields)."""
+    rate, batch size and discount, representations (`latent_dim` of CRL + IS, FB and HILP,
+    `encoder_dims` of DINO) of the demo's widths, as their presets take them, and MBPO's model
+    rollouts from every state of a batch (where the agent has such fields)."""
     shared = {
         "hidden_dims": config.infom.network.hidden_dims,
         "latent_dim": config.infom.network.hidden_dims[-1],
         "encoder_dims": config.infom.network.hidden_dims,
+        "num_model_rollouts": config.infom.batch_size,
         "learning_rate": config.infom.learning_rate,
         "batch_size": config.infom.batch_size,
         "gamma": config.infom.gamma,
@@ -724,6 +725,7 @@ def format_demo_result(result: DemoResult) -> str:
         "fb_iql": "FB + IQL",
         "hilp_iql": "HILP + IQL",
         "dino_rebrac": "DINO + ReBRAC",
+        "mbpo_rebrac": "MBPO + ReBRAC",
     }
     for name, values in (
         ("InFOM (fine-tuned)", result.infom_returns),
