@@ -8,6 +8,7 @@ The public names (listed in `infom/_public.py`) are imported on first use, so th
 """
 
 import importlib.metadata
+import os
 import pathlib
 import typing
 
@@ -45,7 +46,10 @@ def _modules() -> list[str]:
     return names
 
 
-install_import_hook([name for name in _modules() if name not in _UNCHECKED], "beartype.beartype")
+# The type checker, as jaxtyping's import hook takes it: beartype with its default configuration, or
+# the expression in `INFOM_TYPECHECKER` (the tests ask for beartype's full strategy that way).
+_TYPECHECKER = os.environ.get("INFOM_TYPECHECKER", "beartype.beartype")
+install_import_hook([name for name in _modules() if name not in _UNCHECKED], _TYPECHECKER)
 
 if typing.TYPE_CHECKING:
     from ._public import *  # noqa: F403

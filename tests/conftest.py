@@ -6,6 +6,15 @@ import os
 # Tests never render; keep MuJoCo (imported by OGBench) from probing for a display.
 os.environ.setdefault("MUJOCO_GL", "disable")
 
+# The package is type-checked with beartype's full strategy (`BeartypeStrategy.On`: every item of a
+# container, not one random item) in the tests and in the subprocesses they start. In beartype 0.23
+# `On` is not implemented yet and checks as `O1` does; asking for it here makes the tests check every
+# item as soon as beartype does.
+os.environ.setdefault(
+    "INFOM_TYPECHECKER",
+    "beartype.beartype(conf=beartype.BeartypeConf(strategy=beartype.BeartypeStrategy.On))",
+)
+
 import shutil
 import tempfile
 
