@@ -209,3 +209,15 @@ def test_preset_config_takes_the_presets_networks_and_the_benchmarks_temperature
     )
     assert config.repr_temp == (0.04 if p.benchmark == "ogbench" else 0.1)
     assert (config.alpha_actor, config.alpha_critic) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("agent", ["dino_rebrac", "mbpo_rebrac"])
+def test_the_rebrac_config_takes_every_rebrac_field_of_the_agents_config(agent):
+    config_type = infom.AGENTS[agent].config_type
+    values = dict(
+        alpha_actor=0.3, alpha_critic=0.7, tau=0.01, actor_freq=3, actor_noise=0.1, hidden_dims=(8, 8)
+    )
+    inner = config_type(**values).rebrac()
+    for field in dataclasses.fields(rebrac.ReBRACConfig):
+        assert getattr(inner, field.name) == getattr(config_type(**values), field.name), field.name
+    assert (inner.alpha_actor, inner.tau, inner.hidden_dims) == (0.3, 0.01, (8, 8))

@@ -307,3 +307,13 @@ def test_preset_config_takes_the_presets_networks_and_the_authors_alpha(preset):
         1.0,
     )
     assert dataclasses.replace(config, alpha=3.0).iql().alpha == 3.0
+
+
+def test_the_iql_config_takes_every_iql_field_and_fbs_awr_temperature():
+    from infom.agents import fb_iql, iql
+
+    hilp = hilp_iql.HILPIQLConfig(alpha=3.0, expectile=0.7, hidden_dims=(8,), tau=0.01).iql()
+    fb = fb_iql.FBIQLConfig(alpha_awr=2.0, alpha_repr=5.0, expectile=0.8, hidden_dims=(8,)).iql()
+    assert (hilp.alpha, hilp.expectile, hilp.hidden_dims, hilp.tau) == (3.0, 0.7, (8,), 0.01)
+    assert (fb.alpha, fb.expectile, fb.hidden_dims) == (2.0, 0.8, (8,))
+    assert isinstance(fb, iql.IQLConfig)

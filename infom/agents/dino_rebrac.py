@@ -106,24 +106,7 @@ class DINOReBRACConfig:
 
     def rebrac(self) -> rebrac.ReBRACConfig:
         """The [`ReBRACConfig`][infom.agents.rebrac.ReBRACConfig] of the actor and critic."""
-        return rebrac.ReBRACConfig(
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            hidden_dims=self.hidden_dims,
-            actor_layer_norm=self.actor_layer_norm,
-            critic_layer_norm=self.critic_layer_norm,
-            num_critic_heads=self.num_critic_heads,
-            gamma=self.gamma,
-            tau=self.tau,
-            tanh_squash=self.tanh_squash,
-            actor_mean_init_scale=self.actor_mean_init_scale,
-            alpha_actor=self.alpha_actor,
-            alpha_critic=self.alpha_critic,
-            actor_freq=self.actor_freq,
-            actor_noise=self.actor_noise,
-            actor_noise_clip=self.actor_noise_clip,
-            action_clip_eps=self.action_clip_eps,
-        )
+        return rebrac.config_from(self)
 
 
 class DINOReBRACNetworks(eqx.Module):

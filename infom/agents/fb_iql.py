@@ -121,21 +121,7 @@ class FBIQLConfig:
 
     def iql(self) -> iql.IQLConfig:
         """The [`IQLConfig`][infom.agents.iql.IQLConfig] of fine-tuning (AWR temperature `alpha_awr`)."""
-        return iql.IQLConfig(
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            hidden_dims=self.hidden_dims,
-            actor_layer_norm=self.actor_layer_norm,
-            value_layer_norm=self.value_layer_norm,
-            num_critic_heads=self.num_critic_heads,
-            gamma=self.gamma,
-            tau=self.tau,
-            actor_freq=self.actor_freq,
-            expectile=self.expectile,
-            alpha=self.alpha_awr,
-            max_weight=self.max_weight,
-            actor_mean_init_scale=self.actor_mean_init_scale,
-        )
+        return iql.config_from(self, alpha=self.alpha_awr)
 
 
 class ForwardRepresentation(eqx.Module):

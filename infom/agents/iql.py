@@ -85,6 +85,15 @@ class IQLConfig:
         _check_positive(owner, "actor_mean_init_scale", self.actor_mean_init_scale)
 
 
+def config_from(config, **fields) -> IQLConfig:
+    """The [`IQLConfig`][infom.agents.iql.IQLConfig] of an agent that runs IQL on its own networks
+    (FB + IQL, HILP + IQL): every IQL field that `config` has, by name, then `fields`."""
+    shared = {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(IQLConfig) if hasattr(config, f.name)
+    }
+    return IQLConfig(**(shared | fields))
+
+
 class IQLNetworks(eqx.Module):
     """IQL's trained networks: critic `Q_i(s, a)`, value `V(s)` (an MLP with one output) and
     actor `pi(a | s) = N(mu(s), I)`."""

@@ -83,6 +83,16 @@ class ReBRACConfig:
         _check_range(owner, "action_clip_eps", self.action_clip_eps, 0.0, 1.0, high_open=True)
 
 
+def config_from(config, **fields) -> ReBRACConfig:
+    """The [`ReBRACConfig`][infom.agents.rebrac.ReBRACConfig] of an agent that runs ReBRAC on its own
+    networks (DINO + ReBRAC, MBPO + ReBRAC): every ReBRAC field that `config` has, by name, then
+    `fields`."""
+    shared = {
+        f.name: getattr(config, f.name) for f in dataclasses.fields(ReBRACConfig) if hasattr(config, f.name)
+    }
+    return ReBRACConfig(**(shared | fields))
+
+
 class ReBRACNetworks(eqx.Module):
     """ReBRAC's trained networks: the critic `Q_i(s, a)` and the actor's mean `mu(s)`; the
     structural flag `tanh_squash` says whether the policy is `tanh(mu(s))` (so that
