@@ -261,7 +261,7 @@ def sample_goal_batch(dataset: Dataset, key: PRNGKeyArray, config: CRLISConfig) 
     - `key`: PRNG key of the rows and of both goals.
     - `config`: a [`CRLISConfig`][] (`batch_size`, `gamma`).
 
-    **Returns:** a [`GoalBatch`][] of `config.batch_size` transitions.
+    **Returns:** a [`GoalBatch`][infom.agents.crl_is.GoalBatch] of `config.batch_size` transitions.
 
     !!! note
 
@@ -390,8 +390,8 @@ def pretrain_loss(
 
     - `online`: the [`CRLISNetworks`][] (trained).
     - `target`: `None` (no target networks).
-    - `batch`: a [`GoalBatch`][]; the transitions' `observations` and `actions` and the
-      `value_goals` are read.
+    - `batch`: a [`GoalBatch`][infom.agents.crl_is.GoalBatch]; the transitions' `observations` and
+      `actions` and the `value_goals` are read.
     - `key`, `config`, `normalizer`, `update_actor`: the interface's arguments.
 
     **Returns:** `(loss, CRLISPretrainMetrics(...))`; `action_mse` is the mean squared error
@@ -446,7 +446,8 @@ def finetune_loss(
 
     - `online`: the [`CRLISNetworks`][] (trained).
     - `target`: `None` (no target networks).
-    - `batch`: a [`GoalBatch`][]; the transitions' `next_*` and `masks` are unused.
+    - `batch`: a [`GoalBatch`][infom.agents.crl_is.GoalBatch]; the transitions' `next_*` and `masks`
+      are unused.
     - `key`: unused (the actor's Q is taken at its mode, as the authors' `const_std` actor).
     - `config`: a [`CRLISConfig`][].
     - `normalizer`: unused.
