@@ -8,7 +8,8 @@ per seed, their mean +- std and median over seeds, the behaviours' own returns, 
 of the fine-tuned models, and the wall time of each phase (compilation included; the demo is
 one cold run, so it is timed once).
 
-Run: `python benchmarks/gymnax_demo.py [--quick] [--seeds N] [--seed S] [--baselines NAME ...]`.
+Run: `python benchmarks/gymnax_demo.py [--quick] [--seeds N] [--seed S] [--baselines NAME ...]
+[--set AGENT.KEY=VALUE ...]`.
 """
 
 import argparse
@@ -27,10 +28,20 @@ def main() -> None:
     parser.add_argument(
         "--baselines", nargs="*", default=None, help="agents compared with InFOM (default: the setting's)"
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="AGENT.KEY=VALUE",
+        help="a change to a baseline's config, e.g. rebrac.alpha_actor=0 (repeatable)",
+    )
     args = parser.parse_args()
     config = infom.PENDULUM_DEMO_QUICK if args.quick else infom.PENDULUM_DEMO
     if args.baselines is not None:
         config = dataclasses.replace(config, baselines=tuple(args.baselines))
+    if args.overrides:
+        config = dataclasses.replace(config, baseline_overrides=tuple(args.overrides))
     header(
         f"Pendulum-v1 demo, setting {'PENDULUM_DEMO_QUICK' if args.quick else 'PENDULUM_DEMO'}: "
         f"{args.seeds or config.num_seeds} seeds, {config.pretrain_updates} pre-training + "

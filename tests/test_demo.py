@@ -96,6 +96,30 @@ def test_demo_config_rejects_bad_values_naming_the_field(field, value):
         dataclasses.replace(TINY, **{field: value})
 
 
+def test_baseline_overrides_change_only_their_agents_config_and_bad_ones_are_refused_by_name():
+    from infom.run._demo import demo_baseline_config
+
+    config = dataclasses.replace(
+        TINY,
+        baselines=("iql", "rebrac"),
+        baseline_overrides=("rebrac.alpha_actor=0", "rebrac.alpha_critic=0.5"),
+    )
+    rebrac = demo_baseline_config(infom.AGENTS["rebrac"], config)
+    assert (rebrac.alpha_actor, rebrac.alpha_critic) == (0.0, 0.5)
+    assert rebrac.hidden_dims == TINY.infom.network.hidden_dims  # the demo's sizes are kept
+    assert demo_baseline_config(infom.AGENTS["iql"], config) == demo_baseline_config(
+        infom.AGENTS["iql"], TINY
+    )
+    for bad, message in (
+        (("bc.alpha=1",), "AGENT.KEY=VALUE with AGENT one of the baselines"),
+        (("rebrac_alpha=1",), "AGENT.KEY=VALUE"),
+        (("rebrac.no_such_field=1",), "no_such_field"),
+        (("rebrac.alpha_actor=-1",), "alpha_actor"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(config, baseline_overrides=bad)
+
+
 @pytest.mark.slow
 def test_default_demo_infom_beats_behaviour_cloning():
     result = infom.run_pendulum_demo()

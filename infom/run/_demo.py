@@ -98,6 +98,8 @@ class PendulumDemoConfig:
     - `baselines`: the agents of `infom.AGENTS` compared with InFOM, each on the same data and
       budget, with the demo's network widths, learning rate, batch size and discount and its
       own defaults otherwise (`demo_baseline_config`).
+    - `baseline_overrides`: `"AGENT.KEY=VALUE"` changes to a baseline's config, applied after the
+      demo's (e.g. `"rebrac.alpha_actor=0"`), in the syntax of `infom train --set`.
     """
 
     infom: InFOMConfig
@@ -109,6 +111,7 @@ class PendulumDemoConfig:
     action_noise: float = 0.1
     eval_episodes: int = 50
     baselines: tuple[str, ...] = ("bc", "iql", "rebrac")
+    baseline_overrides: tuple[str, ...] = ()
 
     def __post_init__(self):
         for name in (
@@ -134,6 +137,16 @@ class PendulumDemoConfig:
                 f"PendulumDemoConfig.baselines: unknown {unknown}; choose from "
                 f"{sorted(set(AGENTS) - {'infom'})}"
             )
+        for item in self.baseline_overrides:
+            name, dot, _ = item.partition(".")
+            if not dot or name not in self.baselines:
+                raise ValueError(
+                    f"PendulumDemoConfig.baseline_overrides: {item!r} must read AGENT.KEY=VALUE with AGENT "
+                    f"one of the baselines {self.baselines}"
+                )
+        if self.baseline_overrides:  # a bad key or value fails here, naming it
+            for name in self.baselines:
+                demo_baseline_config(AGENTS[name], self)
 
 
 PENDULUM_DEMO = PendulumDemoConfig(
@@ -233,7 +246,8 @@ def demo_baseline_config(agent: Agent, config: PendulumDemoConfig):
     """A baseline's config in the demo: its defaults, with the demo's network widths, learning
     rate, batch size and discount, representations (`latent_dim` of CRL + IS, FB and HILP,
     `encoder_dims` of DINO) of the demo's widths, as their presets take them, and MBPO's model
-    rollouts from every state of a batch (where the agent has such fields)."""
+    rollouts from every state of a batch (where the agent has such fields); then the demo's
+    `baseline_overrides` for this agent."""
     shared = {
         "hidden_dims": config.infom.network.hidden_dims,
         "latent_dim": config.infom.network.hidden_dims[-1],
@@ -244,7 +258,14 @@ def demo_baseline_config(agent: Agent, config: PendulumDemoConfig):
         "gamma": config.infom.gamma,
     }
     fields = {f.name for f in dataclasses.fields(agent.config_type)}
-    return agent.config_type(**{k: v for k, v in shared.items() if k in fields})
+    baseline = agent.config_type(**{k: v for k, v in shared.items() if k in fields})
+    prefix = f"{agent.name}."
+    overrides = [item.removeprefix(prefix) for item in config.baseline_overrides if item.startswith(prefix)]
+    if overrides:
+        from ._presets import RunConfig, apply_overrides
+
+        baseline, _ = apply_overrides(baseline, RunConfig(), overrides)
+    return baseline
 
 
 # --------------------------------------------------------------------------- Pendulum behaviours
