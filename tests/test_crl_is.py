@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from _trees import is_zero
 
 import infom
 from infom._types import Batch
@@ -19,10 +20,6 @@ from infom.data._dataset import Dataset, batch_at
 
 OBS, ACT, B = 3, 2, 8
 CONFIG = crl_is.CRLISConfig(hidden_dims=(16, 16), latent_dim=8, batch_size=B)
-
-
-def _is_zero(tree):
-    return all(bool(jnp.all(leaf == 0)) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array)))
 
 
 def _goal_batch(key, rewards=None):
@@ -251,7 +248,7 @@ def test_pretraining_is_infonce_plus_bc_reads_no_reward_and_trains_critic_and_ac
     assert bool(jnp.isfinite(loss)) and metrics._fields[0] == "loss"
     assert all(jnp.shape(m) == () for m in metrics)
     np.testing.assert_allclose(loss, metrics.contrastive_loss + metrics.bc_loss, rtol=1e-6)
-    assert _is_zero(grads.reward) and not _is_zero(grads.critic) and not _is_zero(grads.actor)
+    assert is_zero(grads.reward) and not is_zero(grads.critic) and not is_zero(grads.actor)
     # The InfoNCE term is that of `infonce` on every head's logits of the value goals.
     logits = np.asarray(_reference(networks, batch).value_logits, np.float64)
     lse = np.log(np.sum(np.exp(logits), axis=1))  # [rows, heads]
@@ -267,12 +264,12 @@ def test_finetuning_gradients_flow_only_into_each_terms_own_network(networks, ge
     np.testing.assert_allclose(
         loss, metrics.reward_loss + metrics.contrastive_loss + metrics.actor_loss, rtol=1e-6
     )
-    assert not any(_is_zero(g) for g in (grads.critic, grads.reward, grads.actor))
+    assert not any(is_zero(g) for g in (grads.critic, grads.reward, grads.actor))
 
     no_actor_loss, no_actor, no_actor_grads = _finetune(networks, batch, jnp.asarray(False))
     assert float(no_actor.actor_loss) == float(no_actor.q_loss) == float(no_actor.bc_loss) == 0.0
     np.testing.assert_allclose(no_actor_loss, no_actor.reward_loss + no_actor.contrastive_loss, rtol=1e-6)
-    assert _is_zero(no_actor_grads.actor)
+    assert is_zero(no_actor_grads.actor)
     # The actor's term gives the critic and the reward model no gradient (both frozen in it).
     assert tree_equal(grads.critic, no_actor_grads.critic) and tree_equal(grads.reward, no_actor_grads.reward)
 

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from _trees import is_zero
 
 import infom
 from infom._types import Batch
@@ -19,10 +20,6 @@ from infom.agents import fb_iql
 
 OBS, ACT, B, D = 3, 2, 8, 4
 CONFIG = fb_iql.FBIQLConfig(hidden_dims=(16, 16), latent_dim=D, batch_size=B)
-
-
-def _is_zero(tree):
-    return all(bool(jnp.all(leaf == 0)) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array)))
 
 
 def _batch(key, rewards=None):
@@ -180,8 +177,8 @@ def test_pretraining_trains_f_and_b_and_the_actor_reads_no_reward_and_touches_no
     np.testing.assert_allclose(
         loss, metrics.measure_loss + metrics.orthonormality_loss + metrics.actor_loss, rtol=1e-6
     )
-    assert not any(_is_zero(g) for g in (grads.forward, grads.backward, grads.actor))
-    assert _is_zero(grads.value) and _is_zero(grads.critic) and _is_zero(grads.task)
+    assert not any(is_zero(g) for g in (grads.forward, grads.backward, grads.actor))
+    assert is_zero(grads.value) and is_zero(grads.critic) and is_zero(grads.task)
     # The actor learns on every pre-training update (no schedule), and its term alone moves it.
     _, with_actor, grads_on = _grads(fb_iql.pretrain_loss, online, target, batch, jnp.asarray(True))
     assert float(with_actor.loss) == float(metrics.loss) and bool(eqx.tree_equal(grads_on, grads))
@@ -195,10 +192,10 @@ def test_finetuning_trains_iql_on_the_task_and_leaves_the_representations_and_th
     batch = _batch(getkey())
     loss, metrics, grads = _grads(fb_iql.finetune_loss, online, target, batch, jnp.asarray(True))
     assert bool(jnp.isfinite(loss)) and isinstance(metrics, infom.agents.iql.IQLMetrics)
-    assert not any(_is_zero(g) for g in (grads.value, grads.critic, grads.actor))
-    assert _is_zero(grads.forward) and _is_zero(grads.backward) and _is_zero(grads.task)
+    assert not any(is_zero(g) for g in (grads.value, grads.critic, grads.actor))
+    assert is_zero(grads.forward) and is_zero(grads.backward) and is_zero(grads.task)
     _, no_actor, no_actor_grads = _grads(fb_iql.finetune_loss, online, target, batch, jnp.asarray(False))
-    assert float(no_actor.actor_loss) == 0.0 and _is_zero(no_actor_grads.actor)
+    assert float(no_actor.actor_loss) == 0.0 and is_zero(no_actor_grads.actor)
     # The networks are conditioned on the task: another z_r gives other values.
     other = eqx.tree_at(lambda n: n.task, online, jnp.array([0.0, 0.0, -2.0, 0.0]))
     _, other_metrics, _ = _grads(fb_iql.finetune_loss, other, target, batch, jnp.asarray(True))

@@ -10,6 +10,7 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
+from _trees import is_zero
 from hypothesis import given, strategies as st
 
 import infom
@@ -20,10 +21,6 @@ from infom.data._dataset import Dataset, batch_at
 
 OBS, ACT, B, D = 3, 2, 8, 4
 CONFIG = hilp_iql.HILPIQLConfig(hidden_dims=(16, 16), latent_dim=D, batch_size=B)
-
-
-def _is_zero(tree):
-    return all(bool(jnp.all(leaf == 0)) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array)))
 
 
 def _goal_batch(key, rewards=None):
@@ -209,9 +206,9 @@ def test_pretraining_trains_phi_by_ivl_alone_and_the_skill_policy_by_iql_on_skil
     assert bool(jnp.isfinite(loss)) and all(jnp.shape(m) == () for m in metrics)  # what a run logs
     np.testing.assert_allclose(loss, metrics.phi_loss + metrics.skill_loss, rtol=1e-6)
     assert not any(
-        _is_zero(g) for g in (grads.value, grads.skill_value, grads.skill_critic, grads.skill_actor)
+        is_zero(g) for g in (grads.value, grads.skill_value, grads.skill_critic, grads.skill_actor)
     )
-    assert _is_zero(grads.task)
+    assert is_zero(grads.task)
     # phi's gradient is that of the representation loss alone (the skill rewards use phi frozen).
     phi_grads = eqx.filter_jit(
         eqx.filter_grad(
@@ -231,10 +228,10 @@ def test_finetuning_trains_the_skill_policy_on_the_task_and_nothing_else(network
     batch = _goal_batch(getkey())
     loss, metrics, grads = _grads(hilp_iql.finetune_loss, online, target, batch, jnp.asarray(True))
     assert bool(jnp.isfinite(loss)) and isinstance(metrics, infom.agents.iql.IQLMetrics)
-    assert not any(_is_zero(g) for g in (grads.skill_value, grads.skill_critic, grads.skill_actor))
-    assert _is_zero(grads.value) and _is_zero(grads.task)
+    assert not any(is_zero(g) for g in (grads.skill_value, grads.skill_critic, grads.skill_actor))
+    assert is_zero(grads.value) and is_zero(grads.task)
     _, no_actor, no_actor_grads = _grads(hilp_iql.finetune_loss, online, target, batch, jnp.asarray(False))
-    assert float(no_actor.actor_loss) == 0.0 and _is_zero(no_actor_grads.skill_actor)
+    assert float(no_actor.actor_loss) == 0.0 and is_zero(no_actor_grads.skill_actor)
     other = eqx.tree_at(lambda n: n.task, online, jnp.array([0.0, -2.0, 0.0, 0.0]))
     assert float(_grads(hilp_iql.finetune_loss, other, target, batch, jnp.asarray(True))[1].v_mean) != float(
         metrics.v_mean

@@ -9,6 +9,7 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
+from _trees import is_zero
 from conftest import tree_allclose
 
 from infom._types import Batch
@@ -37,10 +38,6 @@ def _loss(online, target, batch, key, update_actor=True, config=CONFIG):
     return iql.finetune_loss(
         online, target, batch, key=key, config=config, normalizer=None, update_actor=update_actor
     )
-
-
-def _is_zero(tree):
-    return all(bool(jnp.all(leaf == 0)) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_array)))
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +122,8 @@ def test_actor_term_is_minus_awr_weighted_log_prob_and_gives_no_gradient_to_crit
         _loss(o, target, batch, key, True, config)[0] - _loss(o, target, batch, key, False, config)[0]
     )
     grads = eqx.filter_grad(actor_term)(online)
-    assert _is_zero(grads.critic) and _is_zero(grads.value)
-    assert not _is_zero(grads.actor)
+    assert is_zero(grads.critic) and is_zero(grads.value)
+    assert not is_zero(grads.actor)
 
 
 def test_actor_term_is_absent_without_update_actor(networks, getkey):
@@ -137,8 +134,8 @@ def test_actor_term_is_absent_without_update_actor(networks, getkey):
     )(online)
     assert float(metrics.actor_loss) == 0.0
     np.testing.assert_allclose(loss, metrics.value_loss + metrics.critic_loss, rtol=1e-6)
-    assert _is_zero(grads.actor)
-    assert not _is_zero(grads.critic) and not _is_zero(grads.value)
+    assert is_zero(grads.actor)
+    assert not is_zero(grads.critic) and not is_zero(grads.value)
 
 
 def test_value_and_critic_losses_are_the_expectile_and_td_regressions(networks, getkey):
@@ -158,7 +155,7 @@ def test_targets_get_no_gradient_and_are_untouched_by_a_training_step(networks, 
     online, target = networks
     batch, key = _batch(getkey()), getkey()
     grads = eqx.filter_grad(lambda both: _loss(both[0], both[1], batch, key)[0])((online, target))
-    assert _is_zero(grads[1]) and not _is_zero(grads[0].critic)
+    assert is_zero(grads[1]) and not is_zero(grads[0].critic)
 
     optim = optax.adam(1e-2)
     online_grads = eqx.filter_grad(lambda o: _loss(o, target, batch, key)[0])(online)
@@ -182,7 +179,7 @@ def test_pretraining_is_behaviour_cloning_of_the_actor_only(networks, getkey):
     log_prob = jax.scipy.stats.norm.logpdf(batch.actions, jax.vmap(online.actor)(batch.observations), 1.0)
     np.testing.assert_allclose(loss, -log_prob.sum(-1).mean(), rtol=1e-5)
     assert metrics._fields[0] == "loss"
-    assert _is_zero(grads.critic) and _is_zero(grads.value) and not _is_zero(grads.actor)
+    assert is_zero(grads.critic) and is_zero(grads.value) and not is_zero(grads.actor)
 
 
 def test_act_is_the_clipped_mean_and_metrics_are_scalars_with_loss_first(networks, getkey):

@@ -8,6 +8,7 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
+from _trees import is_zero
 
 import infom
 from infom._types import Batch
@@ -19,10 +20,6 @@ CONFIG = mbpo_rebrac.MBPOReBRACConfig(hidden_dims=(16, 16), batch_size=B, num_mo
 
 A = jnp.array([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.7]])
 B_ACT = jnp.array([[0.5, 0.0], [0.0, -0.5], [0.3, 0.3]])
-
-
-def _is_zero(tree):
-    return all(bool(jnp.all(leaf == 0)) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array)))
 
 
 def _linear_batch(key, n):
@@ -116,8 +113,8 @@ def test_pretraining_trains_the_dynamics_model_and_the_actor_only(networks, getk
     loss, metrics, grads = _grads(mbpo_rebrac.pretrain_loss, online, target, batch, jnp.asarray(False))
     assert bool(jnp.isfinite(loss)) and all(jnp.shape(m) == () for m in metrics)
     np.testing.assert_allclose(loss, metrics.dynamics_loss + metrics.bc_loss, rtol=1e-6)
-    assert not _is_zero(grads.dynamics) and not _is_zero(grads.policy.actor)
-    assert _is_zero(grads.reward) and _is_zero(grads.policy.critic)
+    assert not is_zero(grads.dynamics) and not is_zero(grads.policy.actor)
+    assert is_zero(grads.reward) and is_zero(grads.policy.critic)
 
 
 def test_finetuning_trains_each_network_on_its_own_term_and_the_policy_on_rollouts(networks, getkey):
@@ -126,7 +123,7 @@ def test_finetuning_trains_each_network_on_its_own_term_and_the_policy_on_rollou
     loss, metrics, grads = _grads(mbpo_rebrac.finetune_loss, online, target, batch, jnp.asarray(True))
     assert bool(jnp.isfinite(loss)) and all(jnp.shape(m) == () for m in metrics)
     assert not any(
-        _is_zero(g) for g in (grads.dynamics, grads.reward, grads.policy.critic, grads.policy.actor)
+        is_zero(g) for g in (grads.dynamics, grads.reward, grads.policy.critic, grads.policy.actor)
     )
     # The rollouts carry no gradient: the models' gradients are those of their own losses.
     model_grads = eqx.filter_jit(

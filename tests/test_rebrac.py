@@ -9,6 +9,7 @@ import jax.random as jr
 import numpy as np
 import optax
 import pytest
+from _trees import is_zero
 from conftest import tree_allclose
 
 from infom._types import Batch
@@ -38,10 +39,6 @@ def _loss(online, target, batch, key, update_actor=True, config=CONFIG):
     return rebrac.finetune_loss(
         online, target, batch, key=key, config=config, normalizer=None, update_actor=update_actor
     )
-
-
-def _is_zero(tree):
-    return all(bool(jnp.all(leaf == 0)) for leaf in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array)))
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +109,8 @@ def test_no_gradient_reaches_the_target_networks(networks, getkey):
     online, target = networks
     batch, key = _batch(getkey()), getkey()
     grads = eqx.filter_grad(lambda both: _loss(both[0], both[1], batch, key)[0])((online, target))
-    assert _is_zero(grads[1])
-    assert not _is_zero(grads[0].critic) and not _is_zero(grads[0].actor)
+    assert is_zero(grads[1])
+    assert not is_zero(grads[0].critic) and not is_zero(grads[0].actor)
 
 
 def test_actor_loss_gives_no_gradient_to_the_critic_and_is_absent_without_update_actor(networks, getkey):
@@ -121,14 +118,14 @@ def test_actor_loss_gives_no_gradient_to_the_critic_and_is_absent_without_update
     batch, key = _batch(getkey()), getkey()
     actor_term = lambda o: _loss(o, target, batch, key, True)[0] - _loss(o, target, batch, key, False)[0]
     grads = eqx.filter_grad(actor_term)(online)
-    assert _is_zero(grads.critic) and not _is_zero(grads.actor)
+    assert is_zero(grads.critic) and not is_zero(grads.actor)
 
     (loss, metrics), grads = eqx.filter_value_and_grad(
         lambda o: _loss(o, target, batch, key, False), has_aux=True
     )(online)
     assert float(metrics.actor_loss) == float(metrics.bc_loss) == 0.0
     np.testing.assert_allclose(loss, metrics.critic_loss)
-    assert _is_zero(grads.actor) and not _is_zero(grads.critic)
+    assert is_zero(grads.actor) and not is_zero(grads.critic)
 
 
 def test_targets_move_by_ema_on_every_actor_freq_th_update_only(networks):
@@ -158,7 +155,7 @@ def test_pretraining_is_tanh_gaussian_behaviour_cloning_finite_at_the_action_bou
     log_prob = jax.scipy.stats.norm.logpdf(jnp.arctanh(a), mu, 1.0) - jnp.log(1 - a**2)
     np.testing.assert_allclose(loss, -log_prob.sum(-1).mean(), rtol=1e-4)
     assert metrics._fields[0] == "loss" and bool(jnp.isfinite(loss))
-    assert _is_zero(grads.critic) and not _is_zero(grads.actor)
+    assert is_zero(grads.critic) and not is_zero(grads.actor)
 
 
 def test_act_is_tanh_of_the_mean_in_bounds_and_metrics_are_scalars_with_loss_first(networks, getkey):

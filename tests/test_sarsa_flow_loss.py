@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from _trees import is_zero
 from conftest import tree_allclose
 
 import infom
@@ -155,14 +156,10 @@ def _grads(models, target_field, batch, key, gamma=0.9, kl_weight=0.1, future_on
     return eqx.filter_grad(total)((models.field, models.encoder, target_field))
 
 
-def _is_zero(tree):
-    return all(bool(jnp.all(g == 0)) for g in jax.tree.leaves(eqx.filter(tree, eqx.is_array)))
-
-
 def test_no_gradient_reaches_the_target_field(models, target_field, getkey):
     field_grad, encoder_grad, target_grad = _grads(models, target_field, _batch(getkey()), getkey())
-    assert _is_zero(target_grad)
-    assert not _is_zero(field_grad) and not _is_zero(encoder_grad)
+    assert is_zero(target_grad)
+    assert not is_zero(field_grad) and not is_zero(encoder_grad)
 
 
 def test_no_gradient_flows_through_the_bootstrapped_sample(models, getkey):
@@ -182,9 +179,9 @@ def test_no_gradient_flows_through_the_bootstrapped_sample(models, getkey):
 def test_encoder_learns_only_from_current_term_and_kl(models, target_field, getkey):
     """`z` is stop-gradient in the future term: that term alone gives the encoder no gradient."""
     _, encoder_grad, _ = _grads(models, target_field, _batch(getkey()), getkey(), future_only=True)
-    assert _is_zero(encoder_grad)
+    assert is_zero(encoder_grad)
     _, encoder_grad, _ = _grads(models, target_field, _batch(getkey()), getkey(), gamma=0.5, kl_weight=0.0)
-    assert not _is_zero(encoder_grad)
+    assert not is_zero(encoder_grad)
 
 
 def _identity(z):
@@ -207,7 +204,7 @@ def test_future_intention_with_gradient_changes_only_the_encoders_gradient(model
     _, encoder_grad, target_grad = _grads(
         models, target_field, batch, key, future_only=True, future_intention=_identity
     )
-    assert not _is_zero(encoder_grad) and _is_zero(target_grad)
+    assert not is_zero(encoder_grad) and is_zero(target_grad)
 
 
 def test_td2_form_differs_only_in_the_future_term(models, target_field, getkey):
