@@ -1,7 +1,8 @@
 """How often does InFOM solve OGBench tasks at a CPU budget, next to behaviour cloning?
 
 For one domain (default `cube-single`) and its single tasks, with a preset (default
-`<domain>-cpu`) and `--seeds` seeds trained together (vmapped in one compiled program):
+`<domain>-cpu`) and `--seeds` seeds trained together in one compiled program (one after another,
+the CPU presets' `seed_batch=1`):
 
 1. pre-trains **once** with `infom.train(...)` on the domain's reward-free play data
    (pre-training never sees a reward, so it is the same for every task of the domain), stopping

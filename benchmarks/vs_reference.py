@@ -14,7 +14,9 @@ Measured per setting (both sides at the same network sizes, latent size, futures
 - `finetune`: one fine-tuning update averaged over the actor's cycle of 4
   (`(3 t(no actor) + t(actor)) / 4`);
 - ours only: the per-update time inside a compiled block of `--block` updates (pre / fine), and
-  per seed with 3 seeds vmapped in one block (pre / fine).
+  per seed with 3 seeds in one block (pre / fine), vmapped together (`seed_batch=None`) and one
+  after another (`seed_batch=1`, the CPU presets' choice); and each of these over a lone seed's
+  block.
 
 Printed: every round's times and the ratio ours / theirs, then the median ratio over rounds.
 Round-to-round drift on these machines reaches 30%, so read differences under ~0.15 as unresolved.
@@ -36,9 +38,13 @@ from _common import header, print_table
 
 OBS, ACT, BATCH = 28, 5, 256
 SETTINGS = {
-    # name: (hidden dims, latent, futures, flow steps)
-    "paper": ((512,) * 4, 512, 16, 10),
-    "cpu-preset": ((256,) * 3, 128, 8, 10),
+    # name: (hidden dims, latent, futures, flow steps, our extra InFOMConfig fields)
+    "paper": ((512,) * 4, 512, 16, 10, {}),
+    "cpu-preset": ((256,) * 3, 128, 8, 10, {}),
+    # Ours with the critic's futures from a distilled one-step student (`student_steps=1`), against
+    # the authors' code at the same sizes with its 10 Euler steps: a cheaper sampler, not the same math.
+    "paper-student-1": ((512,) * 4, 512, 16, 10, {"student_steps": 1}),
+    "cpu-preset-student-1": ((256,) * 3, 128, 8, 10, {"student_steps": 1}),
 }
 
 
@@ -52,12 +58,13 @@ def _ours(setting: str, repeat: int, block: int) -> dict:
 
     import infom
 
-    hidden, latent, futures, steps = SETTINGS[setting]
+    hidden, latent, futures, steps, extra = SETTINGS[setting]
     config = infom.InFOMConfig(
         network=infom.NetworkConfig(hidden_dims=hidden, latent_dim=latent),
         num_futures=futures,
         num_flow_steps=steps,
         batch_size=BATCH,
+        **extra,
     )
     optim = infom.make_optimizer(config)
     rng = np.random.default_rng(0)
@@ -95,7 +102,7 @@ def _ours(setting: str, repeat: int, block: int) -> dict:
     )(jr.split(jr.key(3), seeds))
     seed_keys = jr.split(jr.key(4), seeds)
 
-    def seeds_block(loss):
+    def seeds_block(loss, seed_batch=None):
         return eqx.filter_jit(
             lambda s, k: infom.seeds_block(
                 agent,
@@ -107,10 +114,12 @@ def _ours(setting: str, repeat: int, block: int) -> dict:
                 config=config,
                 optim=optim,
                 first_step=jnp.int32(0),
+                seed_batch=seed_batch,
             )
         )
 
     pre_seeds, fine_seeds = seeds_block(agent.pretrain_loss), seeds_block(agent.finetune_loss)
+    pre_seq, fine_seq = seeds_block(agent.pretrain_loss, 1), seeds_block(agent.finetune_loss, 1)
     calls = {
         "pretrain": lambda: pre(state, batch, key),
         "finetune_actor": lambda: fine(with_actor, batch, key),
@@ -119,6 +128,8 @@ def _ours(setting: str, repeat: int, block: int) -> dict:
         "finetune_block": lambda: fine_block(without_actor, key),
         "pretrain_seeds": lambda: pre_seeds(seed_states, seed_keys),
         "finetune_seeds": lambda: fine_seeds(seed_states, seed_keys),
+        "pretrain_seeds_seq": lambda: pre_seq(seed_states, seed_keys),
+        "finetune_seeds_seq": lambda: fine_seq(seed_states, seed_keys),
     }
     medians = interleaved_medians(calls, repeat=repeat, warmup=1)
     out = {k: medians[k] for k in ("pretrain", "finetune_actor", "finetune_no_actor")}
@@ -126,6 +137,8 @@ def _ours(setting: str, repeat: int, block: int) -> dict:
     out["finetune_block"] = medians["finetune_block"] / block
     out["pretrain_seeds"] = medians["pretrain_seeds"] / (block * seeds)
     out["finetune_seeds"] = medians["finetune_seeds"] / (block * seeds)
+    out["pretrain_seeds_seq"] = medians["pretrain_seeds_seq"] / (block * seeds)
+    out["finetune_seeds_seq"] = medians["finetune_seeds_seq"] / (block * seeds)
     return out
 
 
@@ -172,7 +185,7 @@ _THEIRS = textwrap.dedent(
 
 
 def _run_theirs(args, setting: str) -> dict:
-    hidden, latent, futures, steps = SETTINGS[setting]
+    hidden, latent, futures, steps, _ = SETTINGS[setting]
     payload = json.dumps([list(hidden), latent, futures, steps, OBS, ACT, BATCH, args.repeat])
     env = {**os.environ, "PYTHONPATH": os.path.abspath(args.reference_repo)}
     out = subprocess.run(
@@ -241,6 +254,12 @@ def main() -> None:
                 "fine_block": ours["finetune_block"] / _fine(theirs),
                 "pre_seeds": ours["pretrain_seeds"] / theirs["pretrain"],
                 "fine_seeds": ours["finetune_seeds"] / _fine(theirs),
+                "pre_seq": ours["pretrain_seeds_seq"] / theirs["pretrain"],
+                "fine_seq": ours["finetune_seeds_seq"] / _fine(theirs),
+                "pre_seq_vs_lone": ours["pretrain_seeds_seq"] / ours["pretrain_block"],
+                "fine_seq_vs_lone": ours["finetune_seeds_seq"] / ours["finetune_block"],
+                "pre_vmap_vs_lone": ours["pretrain_seeds"] / ours["pretrain_block"],
+                "fine_vmap_vs_lone": ours["finetune_seeds"] / ours["finetune_block"],
             }
             for k, v in r.items():
                 ratios.setdefault(setting, {}).setdefault(k, []).append(v)
@@ -252,6 +271,7 @@ def main() -> None:
                     f"{_fine(ours) * 1e3:.1f} / {_fine(theirs) * 1e3:.1f}",
                     f"{ours['pretrain_block'] * 1e3:.1f} / {ours['finetune_block'] * 1e3:.1f}",
                     f"{ours['pretrain_seeds'] * 1e3:.1f} / {ours['finetune_seeds'] * 1e3:.1f}",
+                    f"{ours['pretrain_seeds_seq'] * 1e3:.1f} / {ours['finetune_seeds_seq'] * 1e3:.1f}",
                 ]
             )
             print("  " + " | ".join(rows[-1]), flush=True)
@@ -263,6 +283,7 @@ def main() -> None:
             "fine-tuning ms (actor every 4th): ours / theirs",
             "ours in a block: pre / fine ms",
             "ours, 3 seeds vmapped, per seed: pre / fine ms",
+            "ours, 3 seeds one at a time, per seed: pre / fine ms",
         ],
         rows,
     )
@@ -270,22 +291,38 @@ def main() -> None:
     print_table(
         [
             "setting",
-            "pre-training step",
-            "fine-tuning update",
+            "single update: pre / fine",
             "ours in a block: pre / fine",
             "3 seeds vmapped, per seed: pre / fine",
+            "3 seeds one at a time, per seed: pre / fine",
         ],
         [
             [
                 setting,
-                f"{statistics.median(r['pre']):.2f}",
-                f"{statistics.median(r['fine']):.2f}",
-                f"{statistics.median(r['pre_block']):.2f} / {statistics.median(r['fine_block']):.2f}",
-                f"{statistics.median(r['pre_seeds']):.2f} / {statistics.median(r['fine_seeds']):.2f}",
+                _median_pair(r, "pre", "fine"),
+                _median_pair(r, "pre_block", "fine_block"),
+                _median_pair(r, "pre_seeds", "fine_seeds"),
+                _median_pair(r, "pre_seq", "fine_seq"),
             ]
             for setting, r in ratios.items()
         ],
     )
+    print("\nA seed's cost in a 3-seed block over a lone seed's block (ours only; median over rounds):")
+    print_table(
+        ["setting", "3 seeds vmapped: pre / fine", "3 seeds one at a time: pre / fine"],
+        [
+            [
+                setting,
+                _median_pair(r, "pre_vmap_vs_lone", "fine_vmap_vs_lone"),
+                _median_pair(r, "pre_seq_vs_lone", "fine_seq_vs_lone"),
+            ]
+            for setting, r in ratios.items()
+        ],
+    )
+
+
+def _median_pair(ratios: dict, first: str, second: str) -> str:
+    return f"{statistics.median(ratios[first]):.2f} / {statistics.median(ratios[second]):.2f}"
 
 
 if __name__ == "__main__":

@@ -271,8 +271,14 @@ def test_presets_carry_the_paper_settings():
     assert infom.get_preset("scene").infom.expectile == 0.99
     assert infom.get_preset("cube-double").infom.network.latent_dim == 128
     assert infom.get_preset("cube-single").run.pretrain_updates == 1_000_000
+    # Seeds: vmapped together at the paper's settings, one after another on a CPU budget.
+    assert infom.get_preset("cube-single").run.seed_batch is None
+    assert infom.get_preset("cube-single-cpu").run.seed_batch == 1
     with pytest.raises(ValueError, match="unknown preset"):
         infom.get_preset("nope")
+    for bad in (0, -2, True, 1.0):
+        with pytest.raises(ValueError, match=r"RunConfig.seed_batch must be a positive integer or None"):
+            infom.RunConfig(seed_batch=bad)
 
 
 # --------------------------------------------------------------------------- the wrong data is refused

@@ -63,7 +63,7 @@ _BLOCKS = """
     states = init(jr.split(jr.key(0), SEEDS))
     keys = jr.split(jr.key(1), SEEDS)
 
-    def run(mesh):
+    def run(mesh, seed_batch=None):
         s, d = states, dataset
         if mesh is not None:
             s, d = place_states(s, mesh), place_replicated(d, mesh)
@@ -71,7 +71,7 @@ _BLOCKS = """
         for phase, loss in (("pre", AGENT.pretrain_loss), ("fine", AGENT.finetune_loss))[:PHASES]:
             out, metrics = seeds_block(
                 AGENT, loss, out, d, keys=keys, num_updates=4, config=config, optim=optim,
-                first_step=jnp.int32(0 if phase == "pre" else 4), mesh=mesh,
+                first_step=jnp.int32(0 if phase == "pre" else 4), mesh=mesh, seed_batch=seed_batch,
             )
         return out, metrics
 """
@@ -79,9 +79,9 @@ _BLOCKS = """
 
 _COMPARE = """
     reference, reference_metrics = run(None)
-    for shape in SHAPES:
+    for *shape, seed_batch in SHAPES:
         mesh = make_mesh(*shape)
-        got, metrics = run(mesh)
+        got, metrics = run(mesh, seed_batch)
         leaves = jax.tree.leaves(eqx.filter(got, eqx.is_array))
         want = jax.tree.leaves(eqx.filter(reference, eqx.is_array))
         worst = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(leaves, want))
@@ -98,19 +98,27 @@ _COMPARE = """
 
 def test_a_block_on_2_and_4_device_meshes_and_seeds_over_devices_equals_one_device():
     """A pre-training block of 4 updates, 4 seeds, on one device and on meshes 1 x 2 (each seed's
-    batch split over 2 devices), 4 x 1 (the seeds over 4 devices) and 2 x 2 (both): parameters and
+    batch split over 2 devices), 4 x 1 (the seeds over 4 devices), 2 x 2 (both) and 2 x 1 with each
+    device's 2 seeds one after another (`seed_batch=1`): parameters and
     per-seed losses agree to float32 reduction-order error, and the states stay sharded over every
     device of the mesh. (The slow run adds 1 x 1, 1 x 4 and a fine-tuning block.)"""
-    out = _run_with_devices(_BLOCKS + "\n    SHAPES, PHASES = ((1, 2), (4, 1), (2, 2)), 1\n" + _COMPARE)
+    out = _run_with_devices(
+        _BLOCKS
+        + "\n    SHAPES, PHASES = ((1, 2, None), (4, 1, None), (2, 2, None), (2, 1, 1)), 1\n"
+        + _COMPARE
+    )
     assert out.strip().endswith("ok")
 
 
 @pytest.mark.slow
 def test_a_fine_tuning_block_after_pre_training_on_every_mesh_equals_one_device():
     """As above with a fine-tuning block after the pre-training one, on meshes 1 x 1, 1 x 2, 1 x 4,
-    4 x 1 and 2 x 2."""
+    4 x 1 and 2 x 2, and 2 x 2 with each device's seeds one after another."""
     out = _run_with_devices(
-        _BLOCKS + "\n    SHAPES, PHASES = ((1, 1), (1, 2), (1, 4), (4, 1), (2, 2)), 2\n" + _COMPARE
+        _BLOCKS
+        + "\n    SHAPES = ((1, 1, None), (1, 2, None), (1, 4, None), (4, 1, None), (2, 2, None), (2, 2, 1))"
+        + "\n    PHASES = 2\n"
+        + _COMPARE
     )
     assert out.strip().endswith("ok")
 

@@ -27,8 +27,11 @@ class RunConfig:
     - `eval_interval`: fine-tuning updates between evaluations (paper: 50,000); the policy is
       also evaluated when fine-tuning starts (the pre-trained behaviour-cloning actor).
     - `eval_episodes`: evaluation episodes per seed (paper: 50), deterministic actions.
-    - `num_seeds`, `seed`: seeds `seed, seed + 1, ...` are trained together, vmapped in one
-      compiled program.
+    - `num_seeds`, `seed`: seeds `seed, seed + 1, ...` are trained together in one compiled
+      program.
+    - `seed_batch`: how many of those seeds are vmapped together; groups run one after another
+      inside the program (`None`: all at once). The numbers are the same either way (see
+      [`seeds_block`][]); the CPU presets set 1, which is cheaper per seed on a CPU.
     - `obs_normalization`: "zscore" (paper), "bounded" or "none"; fitted on the pre-training
       data and used everywhere.
     - `pretrain_episodes`, `finetune_episodes`, `episode_length`, `data_seed`: the datasets the
@@ -54,6 +57,7 @@ class RunConfig:
     eval_episodes: int = 50
     num_seeds: int = 1
     seed: int = 0
+    seed_batch: int | None = None
     obs_normalization: NormalizerKind = "zscore"
     pretrain_episodes: int = 1000
     finetune_episodes: int = 500
@@ -81,9 +85,10 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
-        steps = self.eval_episode_steps
-        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps < 1):
-            raise ValueError(f"{owner}.eval_episode_steps must be a positive integer or None, got {steps!r}")
+        for name in ("eval_episode_steps", "seed_batch"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{owner}.{name} must be a positive integer or None, got {value!r}")
         if not isinstance(self.episode_length, int) or self.episode_length < 2:
             raise ValueError(f"{owner}.episode_length must be an integer >= 2, got {self.episode_length!r}")
         for name in ("pretrain_updates", "finetune_updates", "seed", "data_seed", "diagnose_every"):
@@ -169,12 +174,15 @@ def _cpu(domain: str) -> Preset:
         pretrain_episodes=300,
         finetune_episodes=150,
         checkpoint_every=4,
+        # One seed after another: on 2 cores a vmapped seed's fine-tuning update costs 1.14x a lone
+        # seed's, one at a time 0.99x (benchmarks/RESULTS.md, "Side by side with the authors' code").
+        seed_batch=1,
     )
     return Preset(
         name=f"{domain}-cpu",
         description=f"a 2-core CPU budget for {domain}: the paper's {domain} loss weights with 3x256 MLPs, "
         "latent 128, 8 futures, target EMA tau 0.02; 300 + 150 play episodes, 40k + 20k updates, evaluation "
-        "every 5k",
+        "every 5k; seeds one after another",
         infom=infom,
         run=run,
         domain=domain,

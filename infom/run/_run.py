@@ -957,6 +957,7 @@ def _train_loop(
             optim=optim,
             first_step=jnp.int32(step),
             mesh=mesh,
+            seed_batch=run.seed_batch,
         )
         metrics = jax.tree.map(np.asarray, processes.host(metrics))  # waits for the block
         seconds = time.perf_counter() - started

@@ -220,7 +220,6 @@ def agent_actions(
     return actions.reshape(lead + actions.shape[-1:])
 
 
-@eqx.filter_jit
 def seeds_block(
     agent: Any,
     loss_fn: Callable[..., tuple[Any, tuple]],
@@ -233,16 +232,49 @@ def seeds_block(
     optim: optax.GradientTransformation,
     first_step: Int[Array, ""],
     mesh: Mesh | None = None,
+    seed_batch: int | None = None,
 ) -> tuple[TrainState, tuple]:
-    """[`train_block`][] for every seed in one compiled program: vmapped over the stacked
-    `states` and `keys` (one per seed), with `first_step` shared by the seeds (unbatched, so the
-    actor's schedule stays a branch). Returns the new states and every seed's metrics
+    """[`train_block`][] for every seed in one compiled program, over the stacked `states` and
+    `keys` (one per seed), with `first_step` shared by the seeds (unbatched, so the actor's
+    schedule stays a branch). Returns the new states and every seed's metrics
     `[num_seeds, num_updates]`.
+
+    `seed_batch` seeds are vmapped together and such groups run one after another inside the
+    program (`lax.map` with `batch_size`); `None` (the default) vmaps all of them. The updates are
+    the same either way; only their cost differs. Vmapped seeds share each kernel launch, which
+    pays where one seed leaves the device idle (accelerators, small networks); on a CPU whose
+    cores one seed's matrix products already fill, a vmapped seed's fine-tuning update costs
+    more than a lone seed's (`benchmarks/RESULTS.md`), so the CPU presets run one at a time
+    (`seed_batch=1`).
 
     With a `mesh` ([`make_mesh`][]; `states` placed with [`place_states`][], `dataset` with
     [`place_replicated`][]) the seed axis is split over the mesh's `seeds` axis
-    (`spmd_axis_name`) and every batch over its `data` axis; the numbers are one device's up to
-    the order of floating-point reductions."""
+    (`spmd_axis_name`; `seed_batch` then counts the seeds of one device) and every batch over its
+    `data` axis; the numbers are one device's up to the order of floating-point reductions."""
+    if seed_batch is not None and (
+        not isinstance(seed_batch, int) or isinstance(seed_batch, bool) or seed_batch < 1
+    ):
+        raise ValueError(f"seeds_block: `seed_batch` must be a positive integer or None, got {seed_batch!r}")
+    # Checked here, outside the compiled function: its cache would take `True` for `1`.
+    return _seeds_block(
+        agent,
+        loss_fn,
+        states,
+        dataset,
+        keys=keys,
+        num_updates=num_updates,
+        config=config,
+        optim=optim,
+        first_step=first_step,
+        mesh=mesh,
+        seed_batch=seed_batch,
+    )
+
+
+@eqx.filter_jit
+def _seeds_block(
+    agent, loss_fn, states, dataset, *, keys, num_updates, config, optim, first_step, mesh, seed_batch
+):
     arrays, static = eqx.partition(states, eqx.is_array)
 
     def one_seed(arrays, key):
@@ -260,8 +292,27 @@ def seeds_block(
         )
         return eqx.filter(new_state, eqx.is_array), metrics
 
-    spmd_axis = None if is_single_device(mesh) else SEEDS
-    new_arrays, metrics = jax.vmap(one_seed, spmd_axis_name=spmd_axis)(arrays, keys)
+    def device_seeds(arrays, keys):
+        """The seeds of one device: vmapped in groups of `seed_batch`, the groups in sequence."""
+        num_seeds = keys.shape[0]
+        if seed_batch is None or seed_batch >= num_seeds:
+            return jax.vmap(one_seed)(arrays, keys)
+        return jax.lax.map(
+            lambda args: one_seed(*args), (arrays, keys), batch_size=None if seed_batch == 1 else seed_batch
+        )
+
+    if is_single_device(mesh):
+        new_arrays, metrics = device_seeds(arrays, keys)
+    else:
+        # [num_seeds, ...] -> [seed devices, seeds per device, ...]: each device's contiguous
+        # block of seeds (as `place_states` splits them) is one row, mapped by `device_seeds`.
+        devices = mesh.shape[SEEDS]
+        split = lambda x: x.reshape(devices, x.shape[0] // devices, *x.shape[1:])
+        merge = lambda x: x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+        new_arrays, metrics = jax.vmap(device_seeds, spmd_axis_name=SEEDS)(
+            jax.tree.map(split, arrays), jax.tree.map(split, keys)
+        )
+        new_arrays, metrics = jax.tree.map(merge, (new_arrays, metrics))
     return eqx.combine(new_arrays, static), metrics
 
 
