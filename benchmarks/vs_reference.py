@@ -18,6 +18,9 @@ Measured per setting (both sides at the same network sizes, latent size, futures
   after another (`seed_batch=1`, the CPU presets' choice); and each of these over a lone seed's
   block.
 
+Settings: `cpu-preset` and `paper` (the same math on both sides), and `cpu-preset-student-1` /
+`paper-student-1` (ours drawing the critic's futures from a one-step distilled student, theirs unchanged).
+
 Printed: every round's times and the ratio ours / theirs, then the median ratio over rounds.
 Round-to-round drift on these machines reaches 30%, so read differences under ~0.15 as unresolved.
 

@@ -304,7 +304,12 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         help="settings preset (default: DOMAIN-cpu, a 2-core CPU budget; DOMAIN alone is the paper's "
         "setting; see `infom presets`)",
     )
-    train.add_argument("--seeds", type=_positive_int, metavar="N", help="seeds trained together in one program (see --set seed_batch=K)")
+    train.add_argument(
+        "--seeds",
+        type=_positive_int,
+        metavar="N",
+        help="seeds trained together in one program (see --set seed_batch=K)",
+    )
     train.add_argument("--seed", type=int, metavar="S", help="first seed")
     train.add_argument(
         "--set",
