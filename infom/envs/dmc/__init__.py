@@ -1,0 +1,1 @@
+"""ExORL's DeepMind Control tasks (walker, cheetah, quadruped, jaco)."""
