@@ -18,6 +18,11 @@ dm-control (`>=1.0.52` with `mujoco>=4.0.1`) and tqdm are optional dependencies
 (`pip install infom[envs]`), imported only when needed.
 """
 
+from ._evaluation import (
+    DMCEvalResult as DMCEvalResult,
+    DMCEvaluationPool as DMCEvaluationPool,
+    evaluate_dmc as evaluate_dmc,
+)
 from ._format import (
     EPISODE_KEYS as EPISODE_KEYS,
     ExorlData as ExorlData,
