@@ -115,9 +115,12 @@ class OUNoiseExplorer(AbstractExplorer):
     `x_{t+1} = mu + (1 - theta) (x_t - mu) + sigma sqrt(1 - (1 - theta)^2) eps_t`,
     `a_t = clip(x_t, -1, 1)`.
 
-    Correlated noise moves the body much further than independent noise of the same size (whose
-    effect on the joints averages out within a few physics steps), and the per-episode draws mix
-    gentle, jerky, saturating and biased episodes in one dataset.
+    Temporally correlated noise is the usual cheap alternative to independent noise: it pushes
+    joints the same way for several steps instead of averaging out, and the per-episode draws mix
+    gentle, jerky, saturating and biased episodes in one dataset. It is not better everywhere: in a
+    check of 6 episodes per domain (16 for jaco), its data reached higher task rewards than
+    [`UniformExplorer`][]'s on walker walk / run and cheetah run / walk, but lower on the quadruped
+    tasks (sustained pushes tip the quadruped over) and on three of the four jaco targets.
 
     !!! warning
 
@@ -165,7 +168,7 @@ class OUNoiseExplorer(AbstractExplorer):
 
 @dataclasses.dataclass(frozen=True)
 class UniformExplorer(AbstractExplorer):
-    """Independent uniform actions `a_t ~ U[-1, 1]^action_dim`: the baseline the OU explorer beats.
+    """Independent uniform actions `a_t ~ U[-1, 1]^action_dim`: the baseline to compare explorers with.
 
     **Fields:** `name`: the algorithm directory, default `"uniform"`.
     """
