@@ -1,0 +1,334 @@
+"""Batched, parallel rollouts of a policy in an ExORL task.
+
+Environment workers run in subprocesses and step their environments in lockstep; the main process
+calls the policy once per step on the stacked observations of every running episode, so a JAX
+policy runs one batched forward pass per step instead of one per environment.
+"""
+
+import contextlib
+import math
+import multiprocessing.connection
+import traceback
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+from jaxtyping import Float, Int
+
+from ._tasks import DOMAINS, DMCEnv, split_task_name
+from ._workers import prepare_worker_process, process_context, progress_bar
+
+
+class DMCEvalResult(NamedTuple):
+    """The outcome of [`evaluate_dmc`][], episode `i` at index `i`.
+
+    **Fields:**
+
+    - `mean_return`: the mean undiscounted return.
+    - `returns`: `float64[episodes]`, each episode's undiscounted return.
+    - `lengths`: `int64[episodes]`, steps taken (the time limit: ExORL's episodes never terminate).
+    """
+
+    mean_return: float
+    returns: Float[np.ndarray, " episodes"]
+    lengths: Int[np.ndarray, " episodes"]
+
+
+def _episode_seed(seed: int, episode: int) -> int:
+    return (seed + episode) % 2**32
+
+
+def _worker_main(
+    conn: multiprocessing.connection.Connection, task_name: str, num_slots: int, episode_length: int | None
+) -> None:
+    """Serves `("step", actions, resets)` requests until `("close",)`.
+
+    `actions` maps slot -> action; after stepping, `resets` maps slot -> the seed of the episode to
+    start in that slot. The reply maps each stepped slot to `(observation, reward, done)` and each
+    reset slot to its first observation.
+    """
+    try:
+        prepare_worker_process()
+        envs: list[DMCEnv | None] = [None] * num_slots  # made on a slot's first episode
+        while True:
+            message = conn.recv()
+            if message[0] == "close":
+                break
+            _, actions, resets = message
+            stepped = {slot: tuple(envs[slot].step(action)) for slot, action in actions.items()}
+            started = {}
+            for slot, episode_seed in resets.items():
+                if envs[slot] is None:
+                    envs[slot] = DMCEnv(task_name, seed=episode_seed, episode_length=episode_length)
+                started[slot] = envs[slot].reset(seed=episode_seed)
+            conn.send(("ok", stepped, started))
+        for env in envs:
+            if env is not None:
+                env.close()
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass
+    except BaseException:
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except (OSError, ValueError):
+            pass
+    finally:
+        conn.close()
+
+
+class _Workers:
+    """Environment worker processes; shut down on exit, also after an exception."""
+
+    closed = False
+
+    def __init__(self, task_name: str, num_workers: int, slots: int, episode_length: int | None):
+        self.task_name, self.num_workers, self.slots = task_name, num_workers, slots
+        self.episode_length = episode_length
+        context = process_context()
+        self.conns: list[multiprocessing.connection.Connection] = []
+        self.processes: list[Any] = []
+        try:
+            for _ in range(num_workers):
+                parent, child = context.Pipe()
+                process = context.Process(
+                    target=_worker_main, args=(child, task_name, slots, episode_length), daemon=True
+                )
+                process.start()
+                child.close()
+                self.conns.append(parent)
+                self.processes.append(process)
+        except BaseException:
+            self.close()
+            raise
+
+    def request(self, messages: list[tuple]) -> list[tuple[dict, dict]]:
+        """Sends one message to each worker, then collects every reply (the workers run in parallel)."""
+        for conn, message in zip(self.conns, messages, strict=True):
+            conn.send(message)
+        replies = []
+        for index, conn in enumerate(self.conns):
+            try:
+                reply = conn.recv()
+            except EOFError:
+                code = self.processes[index].exitcode
+                raise RuntimeError(f"evaluation worker {index} died (exit code {code})") from None
+            if reply[0] == "error":
+                raise RuntimeError(f"evaluation worker {index} failed:\n{reply[1]}")
+            replies.append((reply[1], reply[2]))
+        return replies
+
+    def close(self) -> None:
+        self.closed = True
+        for conn in self.conns:
+            try:
+                conn.send(("close",))
+            except (OSError, ValueError):
+                pass
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+        for conn in self.conns:
+            conn.close()
+
+
+def _check_sizes(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is None and name == "episode_length":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class DMCEvaluationPool:
+    """Environment workers kept open across evaluations, so that each environment is made once.
+
+    `evaluate_dmc(..., pool=pool)` runs its episodes in the pool's environments instead of starting
+    workers of its own. Every episode starts from a seeded reset, so results are those of a fresh
+    pool.
+
+    **Arguments:**
+
+    - `task_name`: the ExORL task, e.g. `"walker_run"`.
+    - `workers`: environment worker processes (one per core), started with multiprocessing's
+      `forkserver` method (see [`evaluate_dmc`][]).
+    - `envs_per_worker`: environments each worker steps per request; each is made on its first
+      episode.
+    - `episode_length`: as in `evaluate_dmc`; the pool's episodes all have this length.
+
+    Use it as a context manager, or call `close()`.
+
+    !!! Example
+
+        ```python
+        with DMCEvaluationPool("walker_run") as pool:
+            for policy in policies:
+                print(evaluate_dmc("walker_run", policy, pool=pool).mean_return)
+        ```
+    """
+
+    def __init__(
+        self, task_name: str, *, workers: int = 2, envs_per_worker: int = 8, episode_length: int | None = None
+    ):
+        split_task_name(task_name)
+        _check_sizes(workers=workers, envs_per_worker=envs_per_worker, episode_length=episode_length)
+        self.task_name = task_name
+        self._workers = _Workers(task_name, workers, envs_per_worker, episode_length)
+
+    @property
+    def episode_length(self) -> int | None:
+        """The episodes' length, or `None` for ExORL's own."""
+        return self._workers.episode_length
+
+    def close(self) -> None:
+        """Stops the workers; the pool cannot be used afterwards."""
+        self._workers.close()
+
+    def __enter__(self) -> "DMCEvaluationPool":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def _borrowed(workers: _Workers) -> Iterator[_Workers]:
+    """A pool's workers for one evaluation; one that fails part-way closes the pool (its workers may
+    hold replies no one read)."""
+    try:
+        yield workers
+    except BaseException:
+        workers.close()
+        raise
+
+
+@contextlib.contextmanager
+def _owned(workers: _Workers) -> Iterator[_Workers]:
+    try:
+        yield workers
+    finally:
+        workers.close()
+
+
+def evaluate_dmc(
+    task_name: str,
+    policy: Callable[[np.ndarray], Any],
+    *,
+    episodes: int = 10,
+    seed: int = 0,
+    workers: int = 2,
+    envs_per_worker: int = 8,
+    progress: bool = True,
+    pool: DMCEvaluationPool | None = None,
+    episode_length: int | None = None,
+) -> DMCEvalResult:
+    """Rolls a deterministic batched policy out in an ExORL task and returns its undiscounted returns.
+
+    Episode `i` is reset with seed `seed + i` (`DMCEnv.reset(seed=...)`), so for a policy that acts
+    on each row independently the result does not depend on `workers` or `envs_per_worker`, and
+    equals a sequential rollout in `make_env(task_name, seed=seed + i)`. Every episode runs to the
+    time limit (1000 steps, jaco 250). Actions are clipped to `[-1, 1]`.
+
+    **Arguments:**
+
+    - `task_name`: the ExORL task, e.g. `"walker_run"`.
+    - `policy`: maps a `float32[n, obs_dim]` array of raw (unnormalised) observations of the `n`
+      running episodes to `[n, action_dim]` actions (NumPy or JAX). It is called once per step in
+      this process. Normalisation and determinism are the caller's business.
+    - `episodes`: episodes to run.
+    - `seed`: the seed of episode 0.
+    - `workers`: environment worker processes (one per core), started with multiprocessing's
+      `forkserver` method, so a script that calls this function must do so under
+      `if __name__ == "__main__":`.
+    - `envs_per_worker`: environments each worker steps per request; episodes queue for free ones.
+    - `progress`: show a progress bar over finished episodes (on stderr).
+    - `pool`: an open [`DMCEvaluationPool`][] for this task to run in instead of starting workers;
+      `workers`, `envs_per_worker` and `episode_length` are then the pool's.
+    - `episode_length`: steps per episode instead of ExORL's (`None`); returns under another length
+      are not comparable with published ones (for tests and quick checks).
+
+    **Returns:** a [`DMCEvalResult`][].
+
+    !!! Example
+
+        ```python
+        result = evaluate_dmc("walker_run", lambda obs: np.asarray(jax.vmap(actor)(obs)), episodes=10)
+        print(result.mean_return)
+        ```
+    """
+    domain, _ = split_task_name(task_name)
+    _check_sizes(episodes=episodes)
+    if pool is None:
+        _check_sizes(workers=workers, envs_per_worker=envs_per_worker, episode_length=episode_length)
+        workers = min(workers, episodes)
+        per_worker = min(envs_per_worker, math.ceil(episodes / workers))
+        workers_context: Any = _owned(_Workers(task_name, workers, per_worker, episode_length))
+    else:
+        if not isinstance(pool, DMCEvaluationPool):
+            raise TypeError(f"`pool` must be a DMCEvaluationPool, got {type(pool).__name__}")
+        if pool.task_name != task_name:
+            raise ValueError(f"`pool` steps {pool.task_name}, not {task_name}")
+        if pool._workers.closed:
+            raise ValueError("`pool` is closed")
+        if episode_length not in (None, pool.episode_length):
+            raise ValueError(
+                f"episode_length={episode_length} differs from the pool's ({pool.episode_length})"
+            )
+        workers, per_worker = pool._workers.num_workers, pool._workers.slots
+        workers_context = _borrowed(pool._workers)
+    obs_dim, action_dim = DOMAINS[domain].obs_dim, DOMAINS[domain].action_dim
+    free = [(worker, slot) for slot in range(per_worker) for worker in range(workers)]
+    pending = list(range(episodes))
+    running: dict[int, tuple[int, int]] = {}  # episode -> (worker, slot)
+    observations: dict[int, np.ndarray] = {}
+    returns = np.zeros(episodes, dtype=np.float64)
+    lengths = np.zeros(episodes, dtype=np.int64)
+
+    with workers_context as pool_workers, progress_bar(episodes, task_name, progress) as bar:
+        actions: list[dict[int, Any]] = [{} for _ in range(workers)]
+        while pending or running:
+            resets: list[dict[int, int]] = [{} for _ in range(workers)]
+            while pending and free:
+                worker, slot = free.pop(0)
+                episode = pending.pop(0)
+                resets[worker][slot] = _episode_seed(seed, episode)
+                running[episode] = (worker, slot)
+            replies = pool_workers.request([("step", a, r) for a, r in zip(actions, resets, strict=True)])
+            for worker, (stepped, started) in enumerate(replies):
+                slot_episode = {slot: ep for ep, (w, slot) in running.items() if w == worker}
+                for slot, (observation, reward, done) in stepped.items():
+                    episode = slot_episode[slot]
+                    returns[episode] += reward
+                    lengths[episode] += 1
+                    observations[episode] = observation
+                    if done:
+                        del running[episode], observations[episode]
+                        free.append((worker, slot))
+                        bar.update(1)
+                for slot, observation in started.items():
+                    observations[slot_episode[slot]] = observation
+            actions = [{} for _ in range(workers)]
+            if not running:
+                continue
+            order = sorted(running)
+            batch = np.stack([observations[episode] for episode in order]).astype(np.float32)
+            if batch.shape[1] != obs_dim:  # pragma: no cover - a DMCEnv bug
+                raise RuntimeError(f"{task_name} gave observations of width {batch.shape[1]}, not {obs_dim}")
+            batch_actions = _check_actions(policy(batch), len(order), action_dim)
+            for episode, action in zip(order, batch_actions, strict=True):
+                worker, slot = running[episode]
+                actions[worker][slot] = action
+    return DMCEvalResult(mean_return=float(returns.mean()), returns=returns, lengths=lengths)
+
+
+def _check_actions(actions: Any, n: int, action_dim: int) -> np.ndarray:
+    actions = np.asarray(actions, dtype=np.float32)
+    if actions.shape != (n, action_dim):
+        raise ValueError(
+            f"policy returned actions of shape {actions.shape} for {n} observations, "
+            f"expected {(n, action_dim)}"
+        )
+    if not np.isfinite(actions).all():
+        raise ValueError("policy returned non-finite actions")
+    return np.clip(actions, -1.0, 1.0)
