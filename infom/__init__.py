@@ -23,6 +23,8 @@ _UNCHECKED = (
     "infom._files",
     "infom._literals",
     "infom.envs",
+    "infom.envs.dmc",
+    "infom.envs.dmc._names",
     "infom.envs.ogbench",
     "infom.envs.ogbench._names",
     "infom.run",

@@ -9,6 +9,7 @@ Each command group adds its subparsers in one `_add_*_parser(subparsers)` functi
 ```
 infom data generate DOMAIN [--kind play|play-ft|both] [--episodes N] [--val-episodes M]
                            [--dataset-dir DIR] [--seed S] [--workers W] [--overwrite]
+                           [--explorer ou_noise|uniform]   (ExORL domains)
 infom data check PATH [PATH ...]
 infom train --env TASK [--agent infom|bc|iql|rebrac] [--preset NAME] [--seeds N] [--seed S]
             [--set KEY=VALUE ...] [--run-dir DIR]
@@ -26,6 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from .._errors import DatasetError
+from ..envs.dmc._names import DEFAULT_EXORL_DIR, DOMAINS as EXORL_DOMAINS, TASK_NAMES as EXORL_TASK_NAMES
 from ..envs.ogbench._names import (
     DEFAULT_DATASET_DIR,
     EPISODE_LENGTH,
@@ -109,21 +111,26 @@ def _mesh_shape(text: str) -> tuple[int, int]:
 
 
 def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="generate and check OGBench datasets (offline)")
+    data = subparsers.add_parser("data", help="generate and check OGBench and ExORL datasets (offline)")
     commands = data.add_subparsers(
         title="data commands", dest="data_command", required=True, metavar="COMMAND"
     )
 
     generate = commands.add_parser(
         "generate",
-        help="collect OGBench play datasets with OGBench's scripted oracles",
+        help="collect OGBench play datasets with OGBench's scripted oracles, or ExORL exploration data",
         description=(
-            "Collect OGBench 'play' (pre-training) and 'play-ft' (fine-tuning) datasets with the plan "
-            "oracles shipped in the ogbench package, following OGBench's collection protocol, and write "
-            "DIR/{domain}-play[-ft]-v0.npz and its -val.npz file in OGBench's format."
+            "OGBench domains: collect 'play' (pre-training) and 'play-ft' (fine-tuning) datasets with the "
+            "plan oracles shipped in the ogbench package, following OGBench's collection protocol, and write "
+            "DIR/{domain}-play[-ft]-v0.npz and its -val.npz file in OGBench's format. ExORL domains: "
+            "collect reward-free exploration episodes with a local exploration scheme (--explorer; not "
+            "ExORL's RND data, which cannot be downloaded here) into DIR/{domain}/{explorer}/buffer in "
+            "ExORL's format; an existing buffer is extended, never overwritten."
         ),
     )
-    generate.add_argument("domain", choices=OGBENCH_DOMAINS, help="the OGBench domain")
+    generate.add_argument(
+        "domain", choices=(*OGBENCH_DOMAINS, *EXORL_DOMAINS), help="the OGBench or ExORL domain"
+    )
     generate.add_argument(
         "--kind",
         choices=("play", "play-ft", "both"),
@@ -138,7 +145,8 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
         help=(
             "training episodes per dataset (default: the published sizes, "
             f"play {REFERENCE_EPISODES['play']}, play-ft {REFERENCE_EPISODES['play-ft']}); "
-            "with --kind both, play-ft gets half of N"
+            "with --kind both, play-ft gets half of N. ExORL: the episodes the buffer should hold "
+            "(default: the DOMAIN-cpu preset's pre-training + fine-tuning episodes)"
         ),
     )
     generate.add_argument(
@@ -152,7 +160,7 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
         "--dataset-dir",
         default=None,
         metavar="DIR",
-        help=f"where to write the files (default: {DEFAULT_DATASET_DIR})",
+        help=f"where to write the files (default: {DEFAULT_DATASET_DIR}; ExORL: {DEFAULT_EXORL_DIR})",
     )
     generate.add_argument("--seed", type=int, default=0, metavar="S", help="base seed (default: 0)")
     generate.add_argument(
@@ -165,9 +173,16 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument(
         "--episode-length",
         type=_positive_int,
-        default=EPISODE_LENGTH,
+        default=None,
         metavar="L",
-        help=f"rows per episode (default: OGBench's {EPISODE_LENGTH}; change only for quick tests)",
+        help=f"rows per episode (default: OGBench's {EPISODE_LENGTH}; ExORL: steps per episode, the "
+        "domain's 1000 or jaco's 250; change only for quick tests)",
+    )
+    generate.add_argument(
+        "--explorer",
+        choices=("ou_noise", "uniform"),
+        default="ou_noise",
+        help="ExORL only: the exploration scheme, and the buffer's algorithm directory (default: ou_noise)",
     )
     generate.add_argument("--overwrite", action="store_true", help="replace existing files")
     generate.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -202,8 +217,42 @@ def _episode_counts(args: argparse.Namespace) -> dict[str, tuple[int, int]]:
     return counts
 
 
+def _exorl_generate(args: argparse.Namespace) -> int:
+    from ..envs.dmc._generate import EXPLORERS, generate_exorl
+    from ._presets import get_preset
+
+    run = get_preset(f"{args.domain}-cpu").run
+    episodes = args.episodes or run.pretrain_episodes + run.finetune_episodes
+    root = args.dataset_dir or DEFAULT_EXORL_DIR
+    print(
+        f"{args.domain}: {episodes} {args.explorer} exploration episodes, seed {args.seed}, "
+        f"{args.workers} worker(s) -> {os.path.join(root, args.domain, args.explorer, 'buffer')}",
+        flush=True,
+    )
+    summary = generate_exorl(
+        root,
+        args.domain,
+        episodes=episodes,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.quiet,
+        explorer=EXPLORERS[args.explorer](),
+        episode_length=args.episode_length,
+    )
+    print(
+        f"  {summary.num_collected} episodes collected ({summary.num_kept} kept), {summary.num_steps} steps "
+        f"in {summary.seconds:.1f} s ({summary.steps_per_second:.0f} steps/s)"
+    )
+    return 0
+
+
 def _data_generate(args: argparse.Namespace) -> int:
     from ..envs.ogbench._datasets import dataset_paths, generate_dataset, validate_ogbench_file
+
+    if args.domain in EXORL_DOMAINS:
+        return _exorl_generate(args)
+    if args.episode_length is None:
+        args.episode_length = EPISODE_LENGTH
 
     play, _, play_ft, _ = dataset_paths(f"{args.domain}-play-v0", args.dataset_dir)
     paths = {"play": play, "play-ft": play_ft}
@@ -281,16 +330,21 @@ checks that the two agree)."""
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        help="pre-train, fine-tune and evaluate InFOM on an OGBench task",
+        help="pre-train, fine-tune and evaluate InFOM on an OGBench or ExORL task",
         description=(
             "Pre-train on the reward-free 'play' data, fine-tune on the reward-labelled 'play-ft' data and "
             "evaluate every eval_interval fine-tuning updates, writing a run directory (config, metrics CSV, "
             "evaluations CSV/JSON, learning curve PNG, checkpoints). Missing datasets are generated first "
-            "with OGBench's oracles unless --no-generate is given."
+            "(OGBench's oracles; for ExORL tasks, local exploration data) unless --no-generate is given. "
+            "ExORL tasks pre-train on the first episodes of the domain's exploration buffer and fine-tune "
+            "on the following ones, relabelled with the task's reward."
         ),
     )
     train.add_argument(
-        "--env", metavar="TASK", help="OGBench task, e.g. cube-single-play-singletask-task1-v0"
+        "--env",
+        metavar="TASK",
+        help="OGBench task, e.g. cube-single-play-singletask-task1-v0, or ExORL task, one of "
+        + ", ".join(EXORL_TASK_NAMES),
     )
     train.add_argument(
         "--agent",
@@ -327,7 +381,9 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
     )
     train.add_argument(
-        "--dataset-dir", metavar="DIR", help="OGBench dataset directory (default: ~/.ogbench/data)"
+        "--dataset-dir",
+        metavar="DIR",
+        help=f"dataset directory (default: OGBench's {DEFAULT_DATASET_DIR}; ExORL's {DEFAULT_EXORL_DIR})",
     )
     train.add_argument(
         "--no-generate",
@@ -462,9 +518,14 @@ def _train(args: argparse.Namespace) -> int:
         )
     print(f"run directory: {result.run_dir}")
     for row in result.evaluations:
+        success = (
+            ""
+            if row["success_mean"] != row["success_mean"]  # NaN: a task without success (ExORL)
+            else f"success {row['success_mean']:.3f} +- {row['success_std']:.3f}, "
+        )
         print(
-            f"fine-tuning update {row['finetune_step']:>7}: success {row['success_mean']:.3f} "
-            f"+- {row['success_std']:.3f} over {row['num_seeds']} seed(s), return {row['return_mean']:.1f}"
+            f"fine-tuning update {row['finetune_step']:>7}: {success}return {row['return_mean']:.1f} "
+            f"+- {row['return_std']:.1f} over {row['num_seeds']} seed(s)"
         )
     return 0
 
@@ -473,10 +534,8 @@ def _eval(args: argparse.Namespace) -> int:
     from ._run import evaluate_run
 
     for row in evaluate_run(args.run_dir, num_episodes=args.episodes, progress=not args.quiet):
-        print(
-            f"seed {row['seed']}: success {row['success_rate']:.3f}, return {row['mean_return']:.1f} "
-            f"over {row['episodes']} episodes"
-        )
+        success = "" if row["success_rate"] != row["success_rate"] else f"success {row['success_rate']:.3f}, "
+        print(f"seed {row['seed']}: {success}return {row['mean_return']:.1f} over {row['episodes']} episodes")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 import collections.abc
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -11,6 +12,7 @@ import diffrax
 
 from .._config import HEAD_AGGREGATIONS, InFOMConfig, NetworkConfig
 from .._literals import NormalizerKind
+from ..envs.dmc._names import DOMAINS as EXORL_DOMAINS
 from ..envs.ogbench._names import OGBENCH_DOMAINS
 
 
@@ -37,7 +39,13 @@ class RunConfig:
     - `pretrain_episodes`, `finetune_episodes`, `episode_length`, `data_seed`: the datasets the
       run asks for (OGBench's published sizes are 1,000 and 500 episodes of 1,001 steps; the
       validation files hold 10% more). Missing files are generated with these; existing files
-      that hold anything else are refused.
+      that hold anything else are refused. On ExORL tasks one exploration buffer serves both: its
+      first `pretrain_episodes` episodes for pre-training, the next `finetune_episodes` for
+      fine-tuning, of `episode_length` steps (ExORL's 1,000, jaco 250).
+    - `exorl_algorithm`: the exploration data of ExORL tasks, the buffer
+      `<dataset_dir>/<domain>/<algorithm>/buffer`: `"rnd"` (ExORL's own, which cannot be generated
+      here) or a local scheme of `infom.envs.dmc.generate_exorl` (`"ou_noise"`, `"uniform"`),
+      generated when missing. Ignored on OGBench tasks.
     - `eval_workers`, `eval_envs_per_worker`: environment worker processes for evaluation, and
       the environments each steps at once (episodes queue for free ones). The workers start at a
       run's first evaluation and are kept for the others, so each environment is made once.
@@ -63,6 +71,7 @@ class RunConfig:
     finetune_episodes: int = 500
     episode_length: int = 1001
     data_seed: int = 0
+    exorl_algorithm: str = "ou_noise"
     eval_workers: int = 2
     eval_envs_per_worker: int = 8
     eval_episode_steps: int | None = None
@@ -101,6 +110,13 @@ class RunConfig:
                     f"{owner}.{name} ({getattr(self, name)}) must be a multiple of "
                     f"{owner}.block_size ({self.block_size})"
                 )
+        if not isinstance(self.exorl_algorithm, str) or not re.fullmatch(
+            r"[A-Za-z0-9_.-]+", self.exorl_algorithm
+        ):
+            raise ValueError(
+                f"{owner}.exorl_algorithm must be a directory name (letters, digits, '_', '.', '-'), "
+                f"got {self.exorl_algorithm!r}"
+            )
         if self.obs_normalization not in get_args(NormalizerKind):
             raise ValueError(
                 f"{owner}.obs_normalization must be one of {get_args(NormalizerKind)}, "
@@ -142,13 +158,34 @@ def _paper(domain: str) -> Preset:
     infom = InFOMConfig(
         network=NetworkConfig(latent_dim=latent), kl_weight=kl, expectile=expectile, alpha=alpha
     )
+    run = RunConfig()
+    if domain in EXORL_DOMAINS:
+        # The paper's code: the first 5M transitions of ExORL's RND buffer, then the next 500k.
+        length = EXORL_DOMAINS[domain].episode_length
+        run = RunConfig(
+            pretrain_episodes=5_000_000 // length,
+            finetune_episodes=500_000 // length,
+            episode_length=length,
+            exorl_algorithm="rnd",
+        )
     return Preset(
         name=domain,
         description=f"the paper's {domain} setting: 4x512 MLPs, latent {latent}, lambda_KL {kl}, "
         f"expectile {expectile}, alpha {alpha}; 1M + 500k updates, evaluation every 50k over 50 episodes",
         infom=infom,
-        run=RunConfig(),
+        run=run,
         domain=domain,
+    )
+
+
+def _exorl_data(domain: str, pretrain_steps: int, finetune_steps: int) -> dict[str, Any]:
+    """RunConfig fields of locally generated ExORL data of about these many transitions."""
+    length = EXORL_DOMAINS[domain].episode_length
+    return dict(
+        pretrain_episodes=pretrain_steps // length,
+        finetune_episodes=finetune_steps // length,
+        episode_length=length,
+        exorl_algorithm="ou_noise",
     )
 
 
@@ -170,10 +207,14 @@ def _cpu(domain: str) -> Preset:
         finetune_updates=20_000,
         block_size=500,
         eval_interval=5_000,
-        eval_episodes=50,
-        pretrain_episodes=300,
-        finetune_episodes=150,
         checkpoint_every=4,
+        # OGBench: 300 + 150 play episodes. ExORL: 300k + 30k locally generated exploration
+        # transitions, the paper's 10:1 split, with 10 evaluation episodes per seed.
+        **(
+            dict(_exorl_data(domain, 300_000, 30_000), eval_episodes=10)
+            if domain in EXORL_DOMAINS
+            else dict(pretrain_episodes=300, finetune_episodes=150, eval_episodes=50)
+        ),
         # One seed after another: on 2 cores a vmapped seed's fine-tuning update costs 1.14x a lone
         # seed's, one at a time 0.99x (benchmarks/RESULTS.md, "Side by side with the authors' code").
         seed_batch=1,
@@ -181,8 +222,14 @@ def _cpu(domain: str) -> Preset:
     return Preset(
         name=f"{domain}-cpu",
         description=f"a 2-core CPU budget for {domain}: the paper's {domain} loss weights with 3x256 MLPs, "
-        "latent 128, 8 futures, target EMA tau 0.02; 300 + 150 play episodes, 40k + 20k updates, evaluation "
-        "every 5k; seeds one after another",
+        "latent 128, 8 futures, target EMA tau 0.02; "
+        + (
+            "300k + 30k locally generated exploration transitions (OU noise; not ExORL's RND data), "
+            "evaluation every 5k over 10 episodes"
+            if domain in EXORL_DOMAINS
+            else "300 + 150 play episodes, evaluation every 5k"
+        )
+        + "; 40k + 20k updates; seeds one after another",
         infom=infom,
         run=run,
         domain=domain,
@@ -208,6 +255,12 @@ def _smoke(domain: str) -> Preset:
         pretrain_episodes=4,
         finetune_episodes=2,
         checkpoint_every=1,
+        # ExORL: short local exploration episodes and evaluation episodes.
+        **(
+            dict(episode_length=100, exorl_algorithm="ou_noise", eval_episode_steps=100)
+            if domain in EXORL_DOMAINS
+            else {}
+        ),
     )
     return Preset(
         name=f"{domain}-smoke",
@@ -221,7 +274,7 @@ def _smoke(domain: str) -> Preset:
 PRESETS: dict[str, Preset] = {}
 for _domain in _DOMAIN_SETTINGS:
     PRESETS[_domain] = _paper(_domain)
-for _domain in OGBENCH_DOMAINS:
+for _domain in (*OGBENCH_DOMAINS, *EXORL_DOMAINS):
     PRESETS[f"{_domain}-cpu"] = _cpu(_domain)
     PRESETS[f"{_domain}-smoke"] = _smoke(_domain)
 
@@ -235,11 +288,18 @@ def get_preset(name: str) -> Preset:
 
 
 def default_preset_name(env_name: str) -> str:
-    """The CPU-budget preset of the domain an OGBench task name belongs to."""
+    """The CPU-budget preset of the domain an OGBench or ExORL task name belongs to."""
+    from ..envs.dmc._names import TASK_NAMES
+
+    if env_name in TASK_NAMES:
+        return f"{env_name.split('_', 1)[0]}-cpu"
     for domain in sorted(OGBENCH_DOMAINS, key=len, reverse=True):
         if env_name.startswith(domain + "-"):
             return f"{domain}-cpu"
-    raise ValueError(f"no preset for {env_name!r}: expected an OGBench task of {', '.join(OGBENCH_DOMAINS)}")
+    raise ValueError(
+        f"no preset for {env_name!r}: expected an OGBench task of {', '.join(OGBENCH_DOMAINS)} or an ExORL "
+        f"task ({', '.join(TASK_NAMES)})"
+    )
 
 
 # --------------------------------------------------------------------------- overrides

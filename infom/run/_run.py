@@ -46,6 +46,7 @@ from ..training._train import (
     seeds_block,
     seeds_diagnostics,
 )
+from . import _exorl
 from ._presets import RunConfig, config_from_dict, config_to_dict
 from ._progress import JobProgress, Phase
 
@@ -134,9 +135,13 @@ _RUN_KINDS = (("play", "pretrain_episodes"), ("play-ft", "finetune_episodes"))
 
 
 def data_request(env_name: str, run: RunConfig) -> dict[str, Any]:
-    """The identities of the datasets a run on `env_name` asks for: `{"play": DatasetIdentity,
-    "play-ft": DatasetIdentity}` from the run's episode counts, episode length and data seed."""
+    """The identities of the datasets a run on `env_name` asks for: on OGBench `{"play":
+    DatasetIdentity, "play-ft": DatasetIdentity}` from the run's episode counts, episode length
+    and data seed; on ExORL the episode ranges of its exploration buffer (`infom/run/_exorl.py`)."""
     from ..envs.ogbench._datasets import _parse_name, requested_identity
+
+    if _exorl.is_exorl_task(env_name):
+        return _exorl.data_request(env_name, run)
 
     domain = _parse_name(env_name)[0]
     return {
@@ -159,8 +164,12 @@ def check_task_data(
 ) -> dict[str, bool]:
     """Which of a run's datasets are present (`{"play": bool, "play-ft": bool}`), before any
     time is spent; files holding another dataset than the run asks for raise
-    `DatasetMismatchError` with the command that makes the right data."""
+    `DatasetMismatchError` with the command that makes the right data. (On ExORL tasks both kinds
+    come from one exploration buffer: `{"pretrain": bool, "finetune": bool}`.)"""
     from ..envs.ogbench._datasets import check_dataset
+
+    if _exorl.is_exorl_task(env_name):
+        return _exorl.check_task_data(env_name, run, dataset_dir)
 
     paths = _train_paths(env_name, dataset_dir)
     return {
@@ -172,6 +181,8 @@ def check_task_data(
 def _missing_data_error(env_name: str, run: RunConfig, dataset_dir, kinds: list[str]) -> Exception:
     from ..envs.ogbench._datasets import DatasetNotFoundError, generate_command, val_path_for
 
+    if _exorl.is_exorl_task(env_name):
+        return _exorl.missing_data_error(env_name, run, dataset_dir)
     request = data_request(env_name, run)
     paths = _train_paths(env_name, dataset_dir)
     files = ", ".join(f"{paths[k]} (+ {val_path_for(paths[k]).name})" for k in kinds)
@@ -188,6 +199,8 @@ def _missing_kinds(env_name: str, run: RunConfig, dataset_dir, generate_missing:
     """The datasets to generate (refusing other data, and missing data when generation is off)."""
     present = check_task_data(env_name, run, dataset_dir=dataset_dir)
     missing = [kind for kind, ok in present.items() if not ok]
+    if missing and _exorl.is_exorl_task(env_name) and not _exorl.can_generate(run):
+        generate_missing = False  # ExORL's own data (e.g. RND) cannot be made here
     if missing and not generate_missing:
         raise _missing_data_error(env_name, run, dataset_dir, missing)
     return missing
@@ -213,6 +226,12 @@ def prepare_task_data(
     from ..envs.ogbench._datasets import generate_dataset
 
     missing = _missing_kinds(env_name, run, dataset_dir, generate_missing)
+    if _exorl.is_exorl_task(env_name):
+        if missing:
+            _exorl.prepare_task_data(
+                env_name, run, dataset_dir, progress=progress, log=log, on_episode=on_episode
+            )
+        return
     paths = _train_paths(env_name, dataset_dir)
     request = data_request(env_name, run)
     for kind in missing:
@@ -258,6 +277,22 @@ def load_task_data(
 
 
 def _load_files(env_name: str, run: RunConfig, dataset_dir, normalizer: Normalizer | None) -> RunData:
+    if _exorl.is_exorl_task(env_name):
+        pretrain, finetune = _exorl.load_datasets(env_name, run, dataset_dir)
+    else:
+        pretrain, finetune = _load_ogbench_files(env_name, dataset_dir)
+    if normalizer is None:
+        normalizer = fit_normalizer(pretrain.observations, run.obs_normalization)
+    return RunData(
+        pretrain=normalize_dataset(pretrain, normalizer),
+        finetune=normalize_dataset(finetune, normalizer),
+        normalizer=normalizer,
+        obs_dim=int(pretrain.observations.shape[1]),
+        action_dim=int(pretrain.actions.shape[1]),
+    )
+
+
+def _load_ogbench_files(env_name: str, dataset_dir) -> tuple[Dataset, Dataset]:
     from ..envs.ogbench._datasets import load_ogbench
 
     paths = _train_paths(env_name, dataset_dir)
@@ -269,15 +304,7 @@ def _load_files(env_name: str, run: RunConfig, dataset_dir, normalizer: Normaliz
     for env in (pre.env, fine.env):
         with contextlib.suppress(Exception):
             env.close()
-    if normalizer is None:
-        normalizer = fit_normalizer(pretrain.observations, run.obs_normalization)
-    return RunData(
-        pretrain=normalize_dataset(pretrain, normalizer),
-        finetune=normalize_dataset(finetune, normalizer),
-        normalizer=normalizer,
-        obs_dim=int(pretrain.observations.shape[1]),
-        action_dim=int(pretrain.actions.shape[1]),
-    )
+    return pretrain, finetune
 
 
 def data_fingerprint(data: RunData) -> str:
@@ -302,7 +329,8 @@ def _data_record(env_name: str, dataset_dir, data: RunData, from_files: bool) ->
         },
         "files": {},
     }
-    if from_files:
+    # ExORL's buffers are thousands of small files: the fingerprint alone guards a resumed run.
+    if from_files and not _exorl.is_exorl_task(env_name):
         for kind, path in _train_paths(env_name, dataset_dir).items():
             identity = existing_identity(path)
             assert identity is not None
@@ -381,6 +409,8 @@ def evaluation_pool(env_name: str, run: RunConfig) -> Any:
     `run.eval_envs_per_worker` environments (fewer where the seeds' episodes need fewer)."""
     from ..envs.ogbench._evaluation import EvaluationPool
 
+    if _exorl.is_exorl_task(env_name):
+        return _exorl.evaluation_pool(env_name, run)
     total = run.num_seeds * run.eval_episodes
     workers = min(run.eval_workers, total)
     return EvaluationPool(
@@ -401,7 +431,8 @@ def evaluate_run_states(
     progress: bool = False,
     pool: Any = None,
 ) -> list[dict[str, Any]]:
-    """Evaluates every seed's policy on the OGBench task in one pool of workers; one row per seed.
+    """Evaluates every seed's policy on the task in one pool of workers; one row per seed (on ExORL
+    tasks `success_rate` is NaN: they have returns only).
 
     Seed `index`'s episodes are reset from `10_000 * (run.seed + index + 1)`, as if each seed were
     evaluated alone (`evaluate_ogbench_policies`). `pool`: an open `EvaluationPool` to use (else
@@ -413,22 +444,23 @@ def evaluate_run_states(
             return evaluate_run_states(
                 env_name, agent, states, run, num_episodes=num_episodes, progress=progress, pool=pool
             )
-    results = evaluate_ogbench_policies(
-        env_name,
-        [make_policy(_seed(states, index), agent=agent) for index in range(run.num_seeds)],
-        seeds=[10_000 * (run.seed + index + 1) for index in range(run.num_seeds)],
-        num_episodes=num_episodes or run.eval_episodes,
-        progress=progress,
-        pool=pool,
-    )
+    policies = [make_policy(_seed(states, index), agent=agent) for index in range(run.num_seeds)]
+    seeds = [10_000 * (run.seed + index + 1) for index in range(run.num_seeds)]
+    episodes = num_episodes or run.eval_episodes
+    if _exorl.is_exorl_task(env_name):
+        results = _exorl.evaluate(
+            env_name, policies, seeds, num_episodes=episodes, progress=progress, pool=pool
+        )
+    else:
+        results = [
+            (float(r.success_rate), float(r.mean_return), len(r.successes))
+            for r in evaluate_ogbench_policies(
+                env_name, policies, seeds=seeds, num_episodes=episodes, progress=progress, pool=pool
+            )
+        ]
     return [
-        {
-            "seed": run.seed + index,
-            "success_rate": float(result.success_rate),
-            "mean_return": float(result.mean_return),
-            "episodes": len(result.successes),
-        }
-        for index, result in enumerate(results)
+        {"seed": run.seed + index, "success_rate": success, "mean_return": mean_return, "episodes": count}
+        for index, (success, mean_return, count) in enumerate(results)
     ]
 
 
@@ -457,19 +489,29 @@ def _summarise(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
 def plot_learning_curve(
     summary: list[dict[str, Any]], path: str | os.PathLike, title: str, label: str = "InFOM"
 ) -> None:
-    """Success rate against fine-tuning updates (mean and std over seeds), written atomically as PNG."""
+    """Success rate (or, for tasks without one such as ExORL's, the mean return) against fine-tuning
+    updates (mean and std over seeds), written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     steps = np.array([s["finetune_step"] for s in summary])
-    mean = np.array([s["success_mean"] for s in summary])
-    std = np.array([s["success_std"] for s in summary])
+    success = not all(math.isnan(s["success_mean"]) for s in summary)
+    key = "success" if success else "return"
+    mean = np.array([s[f"{key}_mean"] for s in summary])
+    std = np.array([s[f"{key}_std"] for s in summary])
+    low, high = (
+        (mean - std, mean + std) if not success else (np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1))
+    )
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=120)
     ax.plot(steps, mean, marker="o", color="C0", label=label)
-    ax.fill_between(steps, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color="C0", alpha=0.2)
-    ax.set(xlabel="fine-tuning updates", ylabel="success rate", ylim=(-0.02, 1.02), title=title)
+    ax.fill_between(steps, low, high, color="C0", alpha=0.2)
+    if success:
+        ax.set(ylabel="success rate", ylim=(-0.02, 1.02))
+    else:
+        ax.set(ylabel="return")
+    ax.set(xlabel="fine-tuning updates", title=title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -494,6 +536,14 @@ def _metric_rows(metrics, first_step: int, seed0: int) -> list[dict[str, Any]]:
         }
         for i in range(len(block_means["loss"]))
     ]
+
+
+def _eval_summary(rows: list[dict[str, Any]]) -> str:
+    """`success S` (OGBench) or `return R` (tasks without a success, ExORL) of an evaluation's rows."""
+    success = float(np.mean([r["success_rate"] for r in rows])) if rows else float("nan")
+    if not math.isnan(success):
+        return f"success {success:.3f}"
+    return f"return {float(np.mean([r['mean_return'] for r in rows])):.1f}" if rows else "no episodes"
 
 
 def _eval_due(step: int, run: RunConfig) -> bool:
@@ -550,7 +600,7 @@ def _check_preset_domain(env_name: str, preset: str | None) -> None:
 
     if preset is None or preset not in PRESETS:
         return
-    domain = _parse_name(env_name)[0]
+    domain = _exorl.domain_of(env_name) if _exorl.is_exorl_task(env_name) else _parse_name(env_name)[0]
     if PRESETS[preset].domain != domain:
         choices = ", ".join(name for name, p in sorted(PRESETS.items()) if p.domain == domain)
         raise ValueError(
@@ -562,19 +612,30 @@ def _check_preset_domain(env_name: str, preset: str | None) -> None:
 def _job_phases(env_name: str, run: RunConfig, missing: list[str]) -> list[Phase]:
     from ..envs.ogbench._datasets import _parse_name, eval_episode_length
 
-    request = data_request(env_name, run)
-    phases = [
-        Phase(
-            f"data {kind}",
-            (request[kind].num_episodes + request[kind].num_val_episodes) if kind in missing else 0,
-            "episodes",
-            prior_seconds=run.episode_length / 350,  # measured: ~378 steps/s with 2 workers
-        )
-        for kind, _ in _RUN_KINDS
-    ]
+    if _exorl.is_exorl_task(env_name):
+        # One buffer for both kinds, collected under "data pretrain"; ~1,500-4,500 steps/s measured.
+        needed = run.pretrain_episodes + run.finetune_episodes
+        phases = [
+            Phase(
+                "data pretrain", needed if missing else 0, "episodes", prior_seconds=run.episode_length / 1500
+            )
+        ]
+        episode_steps = run.eval_episode_steps or _exorl.eval_episode_length(env_name)
+    else:
+        request = data_request(env_name, run)
+        phases = [
+            Phase(
+                f"data {kind}",
+                (request[kind].num_episodes + request[kind].num_val_episodes) if kind in missing else 0,
+                "episodes",
+                prior_seconds=run.episode_length / 350,  # measured: ~378 steps/s with 2 workers
+            )
+            for kind, _ in _RUN_KINDS
+        ]
+        episode_steps = eval_episode_length(_parse_name(env_name)[0])
     ends = range(run.pretrain_updates, run.pretrain_updates + run.finetune_updates + 1, run.block_size)
     evals = sum(_eval_due(step, run) for step in ends)
-    eval_steps = run.num_seeds * run.eval_episodes * eval_episode_length(_parse_name(env_name)[0])
+    eval_steps = run.num_seeds * run.eval_episodes * episode_steps
     phases += [
         Phase("pre-training", run.pretrain_updates, "updates", prior_seconds=0.03 * run.num_seeds),
         Phase("fine-tuning", run.finetune_updates, "updates", prior_seconds=0.13 * run.num_seeds),
@@ -660,7 +721,7 @@ def train(
     `DatasetMismatchError` for missing or different data, before the run directory is made;
     `CheckpointError` naming a damaged checkpoint; `RunInterrupted`.
     """
-    from ..envs.ogbench._datasets import GenerationInterrupted, _resolve_dir
+    from ..envs.ogbench._datasets import GenerationInterrupted
     from ._loggers import check_loggers
 
     check_loggers(tuple(loggers))  # before anything is written
@@ -708,10 +769,10 @@ def train(
                 "env": env_name,
                 "preset": preset,
                 **config_to_dict(agent.name, config, run),
-                "dataset_dir": None if data is not None else str(_resolve_dir(dataset_dir).absolute()),
-                "data_request": None
+                "dataset_dir": None
                 if data is not None
-                else {kind: identity.to_json() for kind, identity in data_request(env_name, run).items()},
+                else str(_dataset_root(env_name, dataset_dir).absolute()),
+                "data_request": None if data is not None else _request_record(env_name, run),
             },
         )
 
@@ -769,6 +830,19 @@ def train(
         for pool in pools:
             pool.close()
         job.close()
+
+
+def _dataset_root(env_name: str, dataset_dir) -> Path:
+    from ..envs.ogbench._datasets import _resolve_dir
+
+    return _exorl.resolve_dir(dataset_dir) if _exorl.is_exorl_task(env_name) else _resolve_dir(dataset_dir)
+
+
+def _request_record(env_name: str, run: RunConfig) -> dict[str, Any]:
+    request = data_request(env_name, run)
+    if _exorl.is_exorl_task(env_name):
+        return request
+    return {kind: identity.to_json() for kind, identity in request.items()}
 
 
 def _run_data(
@@ -907,6 +981,7 @@ def _train_loop(
             job.set_note(f"evaluating at fine-tuning update {step - run.pretrain_updates}", "evaluation")
             started = time.perf_counter()
             host_states = processes.host(states)
+            rows = []
             if processes.lead:
                 if not pools:
                     pools.append(evaluation_pool(env_name, run))
@@ -931,7 +1006,7 @@ def _train_loop(
                     save_checkpoint(run_dir, host_states)
                 blocks_since_checkpoint = 0
             job.advance("evaluation", 1, seconds=time.perf_counter() - started)
-            log(f"fine-tuning update {step - run.pretrain_updates}: success {last_success:.3f}")
+            log(f"fine-tuning update {step - run.pretrain_updates}: {_eval_summary(rows)}")
         if step >= total or (stop_after is not None and step >= stop_after):
             break
 

@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from jaxtyping import Float, Int
 
-from ._tasks import DOMAINS, DMCEnv, split_task_name
+from ._names import DOMAINS, split_task_name
+from ._tasks import DMCEnv
 from ._workers import prepare_worker_process, process_context, progress_bar
 
 

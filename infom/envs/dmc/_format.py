@@ -25,7 +25,8 @@ from jaxtyping import Bool, Float, Float32, Float64
 
 from ..._errors import DatasetError
 from ..._files import atomic_write_bytes
-from ._tasks import check_domain, split_task_name, task_reward
+from ._names import check_domain, split_task_name
+from ._tasks import task_reward
 
 
 EPISODE_KEYS = ("observation", "action", "reward", "discount", "physics")
@@ -335,6 +336,7 @@ def load_exorl(
     algorithm: str,
     *,
     task: str | None = None,
+    first_episode: int = 0,
     max_episodes: int | None = None,
     workers: int = 1,
     progress: bool = False,
@@ -355,7 +357,10 @@ def load_exorl(
     - `algorithm`: the exploration algorithm's directory, e.g. `"rnd"` or `"ou_noise"`.
     - `task`: a task of `domain` to relabel rewards with (e.g. `"walker_run"`), or `None` for
       reward-free data (`rewards` is then `None`; [`to_dataset`][] stores zeros).
-    - `max_episodes`: read at most this many episodes (the lowest indices); `None` reads all.
+    - `first_episode`: skip the episodes before this position in index order (ExORL's
+      fine-tuning data are the episodes after the pre-training ones).
+    - `max_episodes`: read at most this many episodes (the lowest indices from `first_episode`
+      on); `None` reads all.
     - `workers`: processes that read and relabel episodes (`1`: in this process).
     - `progress`: show a progress bar over episodes (on stderr).
 
@@ -374,6 +379,8 @@ def load_exorl(
     check_domain(domain)
     if task is not None and split_task_name(task)[0] != domain:
         raise ValueError(f"task {task!r} is not a {domain} task")
+    if isinstance(first_episode, bool) or not isinstance(first_episode, int) or first_episode < 0:
+        raise ValueError(f"first_episode must be a non-negative integer, got {first_episode!r}")
     if max_episodes is not None and max_episodes < 1:
         raise ValueError(f"max_episodes must be at least 1 (or None), got {max_episodes}")
     if workers < 1:
@@ -386,6 +393,9 @@ def load_exorl(
             f"there, or collect local exploration data with infom.envs.dmc.generate_exorl({str(root)!r}, "
             f"{domain!r}, ...)"
         )
+    files = files[first_episode:]
+    if not files:
+        raise DatasetError(f"{directory}: no episode from position {first_episode} on")
     files = files[:max_episodes]
     paths = [path for _, _, path in files]
 

@@ -29,7 +29,8 @@ from jaxtyping import Float32
 from ..._errors import DatasetError
 from ..._files import atomic_write_bytes
 from ._format import buffer_dir, episode_filename, episode_files, write_episode
-from ._tasks import DMCEnv, check_domain
+from ._names import check_domain
+from ._tasks import DMCEnv
 from ._workers import prepare_worker_process, process_context, progress_bar
 
 
@@ -269,6 +270,51 @@ def _worker_episode(index: int) -> int:
     return _WORKER.episode(index)
 
 
+EXPLORERS: dict[str, type[AbstractExplorer]] = {"ou_noise": OUNoiseExplorer, "uniform": UniformExplorer}
+"""The exploration schemes `generate_exorl` can collect with, by their algorithm directory name."""
+
+
+def _generation_record(
+    domain: str, seed: int, episode_length: int, explorer: AbstractExplorer
+) -> dict[str, Any]:
+    return {
+        "generator": GENERATOR,
+        "generator_version": GENERATOR_VERSION,
+        "domain": domain,
+        "collection_task": COLLECTION_TASKS[domain],
+        "episode_length": episode_length,
+        "seed": seed,
+        "explorer": explorer.config(),
+    }
+
+
+def exorl_episodes_present(
+    root: str | os.PathLike[str],
+    domain: str,
+    algorithm: str,
+    *,
+    episodes: int,
+    seed: int,
+    episode_length: int,
+) -> bool:
+    """Whether `<root>/<domain>/<algorithm>/buffer` holds at least `episodes` episode files, checked
+    before any time is spent. For a locally generated algorithm ([`EXPLORERS`][]) with a
+    generation record, the record must ask for the same data (`seed`, `episode_length`, the
+    explorer's default settings), else `DatasetError` naming the record and what differs. Other
+    algorithms (ExORL's own data, e.g. `"rnd"`) are taken as they are; their files are validated
+    when loaded."""
+    check_domain(domain)
+    directory = buffer_dir(root, domain, algorithm)
+    existing = episode_files(directory) if directory.is_dir() else []
+    record_path = directory.parent / _RECORD
+    if algorithm in EXPLORERS and record_path.is_file():
+        _check_record(
+            record_path, _generation_record(domain, seed, episode_length, EXPLORERS[algorithm]()), True
+        )
+        existing = [entry for entry in existing if entry[1] == episode_length]
+    return len(existing) >= episodes
+
+
 def _check_record(path: Path, record: dict[str, Any], has_episodes: bool) -> None:
     """Writes the generation record, or checks that the one on disk asked for the same data."""
     if path.is_file():
@@ -363,15 +409,7 @@ def generate_exorl(
         if _STALE_TEMP.match(stale.name):
             stale.unlink(missing_ok=True)
     existing = episode_files(directory)
-    record = {
-        "generator": GENERATOR,
-        "generator_version": GENERATOR_VERSION,
-        "domain": domain,
-        "collection_task": COLLECTION_TASKS[domain],
-        "episode_length": episode_length,
-        "seed": seed,
-        "explorer": explorer.config(),
-    }
+    record = _generation_record(domain, seed, episode_length, explorer)
     _check_record(directory.parent / _RECORD, record, bool(existing))
     kept = set()
     for index, length, path in existing:
