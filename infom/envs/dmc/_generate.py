@@ -67,7 +67,7 @@ class AbstractExplorer(abc.ABC):
     """How reward-free episodes choose their actions.
 
     An explorer is a small picklable object holding its settings; each worker process holds a copy
-    and starts every episode with `start`, which returns that episode's [`EpisodePolicy`][] (and
+    and starts every episode with `start`, which returns that episode's `EpisodePolicy` (and
     holds any per-episode state). Everything random must come from the `rng` passed to `start`
     (seeded from the generation seed and the episode index), so that an episode is the same
     whichever worker collects it. `name` is the dataset's algorithm directory and `config()` is
@@ -298,7 +298,7 @@ def exorl_episodes_present(
     episode_length: int,
 ) -> bool:
     """Whether `<root>/<domain>/<algorithm>/buffer` holds at least `episodes` episode files, checked
-    before any time is spent. For a locally generated algorithm ([`EXPLORERS`][]) with a
+    before any time is spent. For a locally generated algorithm (`EXPLORERS`) with a
     generation record, the record must ask for the same data (`seed`, `episode_length`, the
     explorer's default settings), else `DatasetError` naming the record and what differs. Other
     algorithms (ExORL's own data, e.g. `"rnd"`) are taken as they are; their files are validated
@@ -382,7 +382,8 @@ def generate_exorl(
       directory.
     - `episode_length`: steps per episode (default ExORL's: 1000, jaco 250); shorter only for tests.
 
-    **Returns:** a [`GenerationSummary`][] with the throughput in environment steps per second.
+    **Returns:** a [`GenerationSummary`][infom.envs.dmc._generate.GenerationSummary] with the throughput in
+    environment steps per second.
 
     !!! Example
 
