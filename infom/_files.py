@@ -6,7 +6,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +77,38 @@ def deferred_interrupts() -> Iterator[None]:
             signal.signal(number, handler)
     if received:
         raise KeyboardInterrupt
+
+
+def read_npz(path: os.PathLike | str, keys: Collection[str] | None = None) -> dict[str, Any]:
+    """The arrays of an `.npz` file (only `keys`, if given), read without pickles; a missing, foreign,
+    truncated or corrupt file, or an unreadable member, raises `DatasetError` naming the file (and
+    the key)."""
+    import zipfile
+
+    import numpy as np
+
+    from ._errors import DatasetError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: file does not exist")
+    arrays = {}
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":
+            raise DatasetError(f"{path}: not an .npz file (no zip header: empty, truncated or other format)")
+        handle.seek(0)
+        try:
+            archive = np.load(handle, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise DatasetError(f"{path}: not a readable .npz file (corrupt or truncated): {error}") from error
+        with archive:
+            for key in archive.files:
+                if keys is not None and key not in keys:
+                    continue
+                try:
+                    arrays[key] = archive[key]
+                except Exception as error:  # zlib.error, BadZipFile, ValueError, EOFError, ...
+                    raise DatasetError(
+                        f"{path}: key {key!r} could not be read (corrupt or truncated?): {error}"
+                    ) from error
+    return arrays

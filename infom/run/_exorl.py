@@ -12,7 +12,6 @@ generates when episodes are missing. Evaluation reports each seed's mean undisco
 (ExORL tasks have no success rate; `success_rate` is NaN).
 """
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -165,17 +164,12 @@ def load_datasets(env_name: str, run: RunConfig, dataset_dir) -> tuple[Dataset, 
     return datasets[0], datasets[1]
 
 
-def evaluation_pool(env_name: str, run: RunConfig) -> Any:
-    """A `DMCEvaluationPool` sized like OGBench's (`run.eval_workers` x `run.eval_envs_per_worker`)."""
+def evaluation_pool(env_name: str, run: RunConfig, *, workers: int, envs_per_worker: int) -> Any:
+    """A `DMCEvaluationPool` of `workers` x `envs_per_worker` environments (sized by the run layer)."""
     from ..envs.dmc._evaluation import DMCEvaluationPool
 
-    total = run.num_seeds * run.eval_episodes
-    workers = min(run.eval_workers, total)
     return DMCEvaluationPool(
-        env_name,
-        workers=workers,
-        envs_per_worker=min(run.eval_envs_per_worker, math.ceil(total / workers)),
-        episode_length=run.eval_episode_steps,
+        env_name, workers=workers, envs_per_worker=envs_per_worker, episode_length=run.eval_episode_steps
     )
 
 

@@ -409,14 +409,15 @@ def evaluation_pool(env_name: str, run: RunConfig) -> Any:
     `run.eval_envs_per_worker` environments (fewer where the seeds' episodes need fewer)."""
     from ..envs.ogbench._evaluation import EvaluationPool
 
-    if _exorl.is_exorl_task(env_name):
-        return _exorl.evaluation_pool(env_name, run)
     total = run.num_seeds * run.eval_episodes
     workers = min(run.eval_workers, total)
+    envs_per_worker = min(run.eval_envs_per_worker, math.ceil(total / workers))
+    if _exorl.is_exorl_task(env_name):
+        return _exorl.evaluation_pool(env_name, run, workers=workers, envs_per_worker=envs_per_worker)
     return EvaluationPool(
         env_name,
         num_workers=workers,
-        envs_per_worker=min(run.eval_envs_per_worker, math.ceil(total / workers)),
+        envs_per_worker=envs_per_worker,
         max_episode_steps=run.eval_episode_steps,
     )
 

@@ -8,13 +8,13 @@ policy runs one batched forward pass per step instead of one per environment.
 import contextlib
 import math
 import multiprocessing.connection
-import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 from jaxtyping import Float, Int
 
+from .._workers import WorkerProcesses, serve
 from ._names import DOMAINS, split_task_name
 from ._tasks import DMCEnv
 from ._workers import prepare_worker_process, process_context, progress_bar
@@ -42,19 +42,18 @@ def _episode_seed(seed: int, episode: int) -> int:
 def _worker_main(
     conn: multiprocessing.connection.Connection, task_name: str, num_slots: int, episode_length: int | None
 ) -> None:
-    """Serves `("step", actions, resets)` requests until `("close",)`.
+    """Serves `("step", actions, resets)` requests until `("close",)` ([`serve`][infom.envs._workers.serve]).
 
     `actions` maps slot -> action; after stepping, `resets` maps slot -> the seed of the episode to
     start in that slot. The reply maps each stepped slot to `(observation, reward, done)` and each
     reset slot to its first observation.
     """
-    try:
+
+    def setup():
         prepare_worker_process()
         envs: list[DMCEnv | None] = [None] * num_slots  # made on a slot's first episode
-        while True:
-            message = conn.recv()
-            if message[0] == "close":
-                break
+
+        def handle(message: tuple) -> tuple:
             _, actions, resets = message
             stepped = {slot: tuple(envs[slot].step(action)) for slot, action in actions.items()}
             started = {}
@@ -62,76 +61,25 @@ def _worker_main(
                 if envs[slot] is None:
                     envs[slot] = DMCEnv(task_name, seed=episode_seed, episode_length=episode_length)
                 started[slot] = envs[slot].reset(seed=episode_seed)
-            conn.send(("ok", stepped, started))
-        for env in envs:
-            if env is not None:
-                env.close()
-    except (EOFError, KeyboardInterrupt, BrokenPipeError):
-        pass
-    except BaseException:
-        try:
-            conn.send(("error", traceback.format_exc()))
-        except (OSError, ValueError):
-            pass
-    finally:
-        conn.close()
+            return stepped, started
+
+        def cleanup() -> None:
+            for env in envs:
+                if env is not None:
+                    env.close()
+
+        return handle, cleanup
+
+    serve(conn, setup)
 
 
-class _Workers:
-    """Environment worker processes; shut down on exit, also after an exception."""
-
-    closed = False
+class _Workers(WorkerProcesses):
+    """ExORL environment workers, `slots` environments in each."""
 
     def __init__(self, task_name: str, num_workers: int, slots: int, episode_length: int | None):
         self.task_name, self.num_workers, self.slots = task_name, num_workers, slots
         self.episode_length = episode_length
-        context = process_context()
-        self.conns: list[multiprocessing.connection.Connection] = []
-        self.processes: list[Any] = []
-        try:
-            for _ in range(num_workers):
-                parent, child = context.Pipe()
-                process = context.Process(
-                    target=_worker_main, args=(child, task_name, slots, episode_length), daemon=True
-                )
-                process.start()
-                child.close()
-                self.conns.append(parent)
-                self.processes.append(process)
-        except BaseException:
-            self.close()
-            raise
-
-    def request(self, messages: list[tuple]) -> list[tuple[dict, dict]]:
-        """Sends one message to each worker, then collects every reply (the workers run in parallel)."""
-        for conn, message in zip(self.conns, messages, strict=True):
-            conn.send(message)
-        replies = []
-        for index, conn in enumerate(self.conns):
-            try:
-                reply = conn.recv()
-            except EOFError:
-                code = self.processes[index].exitcode
-                raise RuntimeError(f"evaluation worker {index} died (exit code {code})") from None
-            if reply[0] == "error":
-                raise RuntimeError(f"evaluation worker {index} failed:\n{reply[1]}")
-            replies.append((reply[1], reply[2]))
-        return replies
-
-    def close(self) -> None:
-        self.closed = True
-        for conn in self.conns:
-            try:
-                conn.send(("close",))
-            except (OSError, ValueError):
-                pass
-        for process in self.processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
-        for conn in self.conns:
-            conn.close()
+        super().__init__(process_context(), _worker_main, [(task_name, slots, episode_length)] * num_workers)
 
 
 def _check_sizes(**values: int | None) -> None:

@@ -24,7 +24,7 @@ import numpy as np
 from jaxtyping import Bool, Float, Float32, Float64
 
 from ..._errors import DatasetError
-from ..._files import atomic_write_bytes
+from ..._files import atomic_write_bytes, read_npz
 from ._names import check_domain, split_task_name
 from ._tasks import task_reward
 
@@ -215,24 +215,7 @@ def write_episode(
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file does not exist")
-    arrays = {}
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"PK\x03\x04":
-            raise DatasetError(f"{path}: not an .npz file (no zip header: empty, truncated or other format)")
-        handle.seek(0)
-        try:
-            archive = np.load(handle, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise DatasetError(f"{path}: not a readable .npz file (corrupt or truncated): {error}") from None
-        with archive:
-            for key in archive.files:
-                if key not in EPISODE_KEYS:
-                    continue  # an agent's meta data (e.g. a skill): not needed
-                try:
-                    arrays[key] = archive[key]
-                except Exception as error:  # zlib.error, BadZipFile, ValueError, EOFError, ...
-                    raise DatasetError(f"{path}: key {key!r} could not be read (corrupt?): {error}") from None
-    return arrays
+    return read_npz(path, EPISODE_KEYS)  # other keys (an agent's meta data, e.g. a skill) are not needed
 
 
 def read_episode(path: str | os.PathLike[str], *, domain: str | None = None) -> ExorlEpisode:

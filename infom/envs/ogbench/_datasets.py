@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..._errors import DatasetError
-from ..._files import atomic_write_bytes
+from ..._files import atomic_write_bytes, read_npz
 from ._names import (
     _DOMAINS,
     DATASET_KINDS,
@@ -958,26 +958,7 @@ _OPTIONAL = {"button_states": (np.int64, 2)}
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise DatasetError(f"{path}: file does not exist")
-    arrays = {}
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"PK\x03\x04":
-            raise DatasetError(f"{path}: not an .npz file (no zip header: empty, truncated or other format)")
-        handle.seek(0)
-        try:
-            archive = np.load(handle, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise DatasetError(f"{path}: not a readable .npz file (corrupt or truncated): {error}") from error
-        with archive:
-            for key in archive.files:
-                try:
-                    arrays[key] = archive[key]
-                except Exception as error:  # zlib.error, BadZipFile, ValueError, EOFError, ...
-                    raise DatasetError(
-                        f"{path}: key {key!r} could not be read (corrupt or truncated?): {error}"
-                    ) from error
-    return arrays
+    return read_npz(path)
 
 
 def validate_ogbench_file(

@@ -8,13 +8,13 @@ so a JAX policy runs one batched forward pass per step instead of one per enviro
 import contextlib
 import math
 import multiprocessing.connection
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
+from .._workers import WorkerProcesses, serve
 from ._datasets import (
     _DOMAINS,
     _parse_name,
@@ -94,13 +94,14 @@ def _worker_main(
     env_policy_factory: Callable[[], EnvPolicy] | None,
     max_episode_steps: int | None = None,
 ) -> None:
-    """Serves `("step", actions, resets)` requests until `("close",)`.
+    """Serves `("step", actions, resets)` requests until `("close",)` ([`serve`][infom.envs._workers.serve]).
 
     `actions` maps slot -> action (or `None`: ask the slot's `EnvPolicy`); after stepping,
     `resets` maps slot -> the seed of the episode to start in that slot. The reply maps each stepped
     slot to `(ob, reward, done, success)` and each reset slot to its first observation.
     """
-    try:
+
+    def setup():
         _prepare_worker_process()
         import gymnasium
         import ogbench.manipspace  # noqa: F401  (registers the environments)
@@ -109,10 +110,8 @@ def _worker_main(
         envs: list[Any] = [None] * num_slots
         policies: list[EnvPolicy | None] = [None] * num_slots
         last: list[tuple[np.ndarray, dict] | None] = [None] * num_slots
-        while True:
-            message = conn.recv()
-            if message[0] == "close":
-                break
+
+        def handle(message: tuple) -> tuple:
             _, actions, resets = message
             stepped = {}
             for slot, action in actions.items():
@@ -138,19 +137,16 @@ def _worker_main(
                     policies[slot] = env_policy_factory()
                     policies[slot].reset(env, ob, info, episode_seed)
                 started[slot] = ob
-            conn.send(("ok", stepped, started))
-        for env in envs:
-            if env is not None:
-                env.close()
-    except (EOFError, KeyboardInterrupt, BrokenPipeError):
-        pass
-    except BaseException:
-        try:
-            conn.send(("error", traceback.format_exc()))
-        except (OSError, ValueError):
-            pass
-    finally:
-        conn.close()
+            return stepped, started
+
+        def cleanup() -> None:
+            for env in envs:
+                if env is not None:
+                    env.close()
+
+        return handle, cleanup
+
+    serve(conn, setup)
 
 
 # ---------------------------------------------------------------------------------------
@@ -158,68 +154,16 @@ def _worker_main(
 # ---------------------------------------------------------------------------------------
 
 
-class _Workers:
-    """Environment worker processes; shut down on exit, also after an exception."""
+class _Workers(WorkerProcesses):
+    """OGBench environment workers, `slots[i]` environments in worker `i`."""
 
     def __init__(self, env_name: str, slots: list[int], env_policy: Any, max_episode_steps: int | None):
         self.env_name, self.slots, self.max_episode_steps = env_name, list(slots), max_episode_steps
-        context = _process_context()
-        self.conns: list[multiprocessing.connection.Connection] = []
-        self.processes: list[Any] = []
-        try:
-            for num_slots in slots:
-                parent, child = context.Pipe()
-                process = context.Process(
-                    target=_worker_main,
-                    args=(child, env_name, num_slots, env_policy, max_episode_steps),
-                    daemon=True,
-                )
-                process.start()
-                child.close()
-                self.conns.append(parent)
-                self.processes.append(process)
-        except BaseException:
-            self.close()
-            raise
-
-    def request(self, messages: list[tuple]) -> list[tuple[dict, dict]]:
-        """Sends one message to each worker, then collects every reply (the workers run in parallel)."""
-        for conn, message in zip(self.conns, messages, strict=True):
-            conn.send(message)
-        replies = []
-        for index, conn in enumerate(self.conns):
-            try:
-                reply = conn.recv()
-            except EOFError:
-                code = self.processes[index].exitcode
-                raise RuntimeError(f"evaluation worker {index} died (exit code {code})") from None
-            if reply[0] == "error":
-                raise RuntimeError(f"evaluation worker {index} failed:\n{reply[1]}")
-            replies.append((reply[1], reply[2]))
-        return replies
-
-    def close(self) -> None:
-        self.closed = True
-        for conn in self.conns:
-            try:
-                conn.send(("close",))
-            except (OSError, ValueError):
-                pass
-        for process in self.processes:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
-        for conn in self.conns:
-            conn.close()
-
-    closed = False
-
-    def __enter__(self) -> "_Workers":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        super().__init__(
+            _process_context(),
+            _worker_main,
+            [(env_name, num_slots, env_policy, max_episode_steps) for num_slots in slots],
+        )
 
 
 class EvaluationPool:

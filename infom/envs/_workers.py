@@ -1,0 +1,101 @@
+"""Environment worker processes that answer requests over pipes: the evaluation pools of OGBench and
+ExORL share them. The worker side is [`serve`][infom.envs._workers.serve], the parent side
+[`WorkerProcesses`][infom.envs._workers.WorkerProcesses]."""
+
+import multiprocessing.connection
+import multiprocessing.context
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+
+def serve(
+    conn: multiprocessing.connection.Connection,
+    setup: Callable[[], tuple[Callable[[tuple], tuple], Callable[[], None]]],
+) -> None:
+    """A worker's loop: `handle, cleanup = setup()`, then for every message until `("close",)` it
+    replies `("ok", *handle(message))`; `cleanup()` after the last. A failure (in `setup` too) is
+    sent to the parent as `("error", traceback)`; a closed pipe or Ctrl-C ends the worker quietly."""
+    try:
+        handle, cleanup = setup()
+        while True:
+            message = conn.recv()
+            if message[0] == "close":
+                break
+            conn.send(("ok", *handle(message)))
+        cleanup()
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass
+    except BaseException:
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except (OSError, ValueError):
+            pass
+    finally:
+        conn.close()
+
+
+class WorkerProcesses:
+    """Worker processes `target(conn, *args)` (one per entry of `worker_args`), each serving requests
+    with [`serve`][infom.envs._workers.serve]; shut down on `close()` or on leaving a `with` block, also
+    after an exception."""
+
+    closed = False
+
+    def __init__(
+        self,
+        context: multiprocessing.context.BaseContext,
+        target: Callable[..., None],
+        worker_args: list[tuple],
+    ):
+        self.conns: list[multiprocessing.connection.Connection] = []
+        self.processes: list[Any] = []
+        try:
+            for args in worker_args:
+                parent, child = context.Pipe()
+                process = context.Process(target=target, args=(child, *args), daemon=True)
+                process.start()
+                child.close()
+                self.conns.append(parent)
+                self.processes.append(process)
+        except BaseException:
+            self.close()
+            raise
+
+    def request(self, messages: list[tuple]) -> list[tuple]:
+        """Sends one message to each worker, then collects every reply without its `"ok"` (the
+        workers run in parallel); a worker's failure or death raises `RuntimeError` naming it."""
+        for conn, message in zip(self.conns, messages, strict=True):
+            conn.send(message)
+        replies = []
+        for index, conn in enumerate(self.conns):
+            try:
+                reply = conn.recv()
+            except EOFError:
+                code = self.processes[index].exitcode
+                raise RuntimeError(f"evaluation worker {index} died (exit code {code})") from None
+            if reply[0] == "error":
+                raise RuntimeError(f"evaluation worker {index} failed:\n{reply[1]}")
+            replies.append(tuple(reply[1:]))
+        return replies
+
+    def close(self) -> None:
+        self.closed = True
+        for conn in self.conns:
+            try:
+                conn.send(("close",))
+            except (OSError, ValueError):
+                pass
+        for process in self.processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+        for conn in self.conns:
+            conn.close()
+
+    def __enter__(self) -> "WorkerProcesses":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
