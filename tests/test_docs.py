@@ -1,5 +1,7 @@
 """The documentation site builds strictly, and its API pages cover the public API."""
 
+import importlib
+import importlib.util
 import os
 import re
 import subprocess
@@ -18,8 +20,13 @@ def _documented() -> set[str]:
     for page in (ROOT / "docs" / "api").glob("*.md"):
         for path in re.findall(r"^::: (\S+)$", page.read_text(), re.M):
             names.add(path.removeprefix("infom."))
-            if path.count(".") > 1:  # a module: its public members are on the page
-                module = __import__(path, fromlist=["_"])
+            if path.count(".") > 1 and importlib.util.find_spec(path.rpartition(".")[0]) is not None:
+                try:  # a module: its public members are on the page
+                    module = importlib.import_module(path)
+                except (
+                    ModuleNotFoundError
+                ):  # an object of a sub-package's module (`infom.envs.dmc._tasks.make_env`)
+                    continue
                 names.update(n for n, v in vars(module).items() if getattr(v, "__module__", None) == path)
     return names
 
