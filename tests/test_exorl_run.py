@@ -106,3 +106,17 @@ def test_exorl_presets_and_names():
         infom.RunConfig(exorl_algorithm="../rnd")
     # Task rewards from physics, the relabelling the loader uses, are defined for every task.
     assert task_reward("walker_flip", np.zeros((1, 18))).shape == (1,)
+
+
+def test_cli_generates_exorl_data_and_extends_it(tmp_path, capsys):
+    """`infom data generate walker` writes ExORL's layout; a second call with more episodes keeps the
+    first ones and collects only the new ones."""
+    from infom.run._cli import main
+
+    common = ["--episode-length", "20", "--dataset-dir", str(tmp_path), "--workers", "1", "--quiet"]
+    assert main(["data", "generate", "walker", "--episodes", "1", *common]) == 0
+    assert main(["data", "generate", "walker", "--episodes", "2", *common]) == 0
+    out = capsys.readouterr().out
+    assert "1 episodes collected (1 kept)" in out
+    files = sorted((tmp_path / "walker" / "ou_noise" / "buffer").glob("episode_*_20.npz"))
+    assert [f.name for f in files] == ["episode_000000_20.npz", "episode_000001_20.npz"]
