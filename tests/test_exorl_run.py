@@ -25,10 +25,10 @@ CONFIG = infom.InFOMConfig(
     num_flow_steps=3,
 )
 RUN = infom.RunConfig(
-    pretrain_updates=20,
-    finetune_updates=20,
-    block_size=10,
-    eval_interval=20,
+    pretrain_updates=200,
+    finetune_updates=200,
+    block_size=100,
+    eval_interval=200,
     eval_episodes=2,
     pretrain_episodes=3,
     finetune_episodes=1,
@@ -43,16 +43,16 @@ RUN = infom.RunConfig(
 
 
 def test_a_run_generates_its_data_splits_one_buffer_relabels_and_evaluates_by_return(tmp_path):
-    """The run collects the 4 episodes it needs, pre-trains on episodes 0-2 (reward-free) and
-    fine-tunes on episode 3 relabelled with walker run's reward from its physics; a run stopped
+    """The run collects the 4 episodes it needs, pre-trains (200 updates) on episodes 0-2
+    (reward-free) and fine-tunes (200 updates) on episode 3 relabelled with walker run's reward from its physics; a run stopped
     after pre-training resumes to the end; each evaluation reports a finite mean return and no
     success rate (NaN)."""
     data_dir, run_dir = tmp_path / "data", tmp_path / "run"
-    infom.train(TASK, run_dir, CONFIG, RUN, dataset_dir=data_dir, progress=False, stop_after=20)
+    infom.train(TASK, run_dir, CONFIG, RUN, dataset_dir=data_dir, progress=False, stop_after=200)
     assert exorl_episodes_present(data_dir, "walker", "ou_noise", episodes=4, seed=0, episode_length=40)
     result = infom.train(None, run_dir, resume=True, progress=False)
 
-    assert [row["finetune_step"] for row in result.evaluations] == [0, 20]
+    assert [row["finetune_step"] for row in result.evaluations] == [0, 200]
     for row in result.evaluations:
         assert math.isnan(row["success_mean"]) and np.isfinite(row["return_mean"])
     with open(run_dir / "eval.csv", newline="") as handle:
