@@ -382,3 +382,21 @@ def test_evaluate_dmc_matches_a_sequential_rollout():
             progress=False,
             episode_length=2,
         )
+
+
+def test_episode_files_take_exorl_and_urlb_names_in_index_order(tmp_path):
+    from infom.envs.dmc._format import episode_files
+
+    for name in (
+        "episode_10_5.npz",
+        "20220301T101010_2_5.npz",
+        "episode_000001_5.npz",
+        "notes.txt",
+        "x_3_5.npz",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    assert [(i, n, p.name) for i, n, p in episode_files(tmp_path)] == [
+        (1, 5, "episode_000001_5.npz"),
+        (2, 5, "20220301T101010_2_5.npz"),
+        (10, 5, "episode_10_5.npz"),
+    ]

@@ -32,7 +32,9 @@ from ._tasks import task_reward
 EPISODE_KEYS = ("observation", "action", "reward", "discount", "physics")
 """The arrays every ExORL episode file holds."""
 
-_EPISODE_RE = re.compile(r"^episode_(?P<index>\d+)_(?P<length>\d+)\.npz$")
+# ExORL's published names (`episode_{index}_{length}.npz`) and URLB's replay buffer's
+# (`{%Y%m%dT%H%M%S}_{index}_{length}.npz`), which the paper's data scripts also read.
+_EPISODE_RE = re.compile(r"^(?:episode|\d{8}T\d{6})_(?P<index>\d+)_(?P<length>\d+)\.npz$")
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _DTYPES = {
     "observation": np.float32,
@@ -119,7 +121,9 @@ def buffer_dir(root: str | os.PathLike[str], domain: str, algorithm: str) -> Pat
 def episode_files(directory: str | os.PathLike[str]) -> list[tuple[int, int, Path]]:
     """The ExORL episode files in a buffer directory as `(index, length, path)`, by index.
 
-    Files whose names are not `episode_{index}_{length}.npz` (temporary files, notes) are ignored.
+    Names are ExORL's `episode_{index}_{length}.npz` or URLB's `{timestamp}_{index}_{length}.npz`;
+    other files (temporary files, notes) are ignored. Episodes are ordered by their index as a number
+    (the paper's scripts sort the names as strings, which is the same order for zero-padded indices).
 
     **Raises:** `DatasetError` naming both files when two files have the same index.
     """
