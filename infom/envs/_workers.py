@@ -99,3 +99,55 @@ class WorkerProcesses:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def run_episodes(
+    workers: WorkerProcesses,
+    num_workers: int,
+    envs_per_worker: int,
+    seeds: list[int],
+    choose_actions: Callable[[list[int], dict[int, Any]], list[Any]],
+    record: Callable[[int, tuple], None],
+    on_done: Callable[[], None],
+) -> None:
+    """Runs episode `e` for every `e < len(seeds)` (reset with `seeds[e]`) in the workers'
+    `num_workers x envs_per_worker` environment slots, all running episodes stepped in lockstep;
+    queued episodes take the slots of finished ones.
+
+    The workers answer `("step", actions, resets)` with `(stepped, started)`: per slot, a step's
+    `(observation, reward, done, ...)` and a new episode's first observation. Every step's reply is
+    passed to `record(episode, reply)`, every finished episode to `on_done()`, and once per step
+    `choose_actions(episodes, observations)` gives the next actions of the running `episodes`
+    (ascending) from their latest `observations`."""
+    free = [(worker, slot) for slot in range(envs_per_worker) for worker in range(num_workers)]
+    pending = list(range(len(seeds)))
+    running: dict[int, tuple[int, int]] = {}  # episode -> (worker, slot)
+    observations: dict[int, Any] = {}
+    actions: list[dict[int, Any]] = [{} for _ in range(num_workers)]
+    while pending or running:
+        resets: list[dict[int, int]] = [{} for _ in range(num_workers)]
+        while pending and free:
+            worker, slot = free.pop(0)
+            episode = pending.pop(0)
+            resets[worker][slot] = seeds[episode]
+            running[episode] = (worker, slot)
+        replies = workers.request([("step", a, r) for a, r in zip(actions, resets, strict=True)])
+        for worker, (stepped, started) in enumerate(replies):
+            slot_episode = {slot: ep for ep, (w, slot) in running.items() if w == worker}
+            for slot, reply in stepped.items():
+                episode = slot_episode[slot]
+                record(episode, reply)
+                observations[episode] = reply[0]
+                if reply[2]:  # done
+                    del running[episode], observations[episode]
+                    free.append((worker, slot))
+                    on_done()
+            for slot, observation in started.items():
+                observations[slot_episode[slot]] = observation
+        actions = [{} for _ in range(num_workers)]
+        if not running:  # every episode in flight ended at this step; start queued ones, if any
+            continue
+        order = sorted(running)
+        for episode, action in zip(order, choose_actions(order, observations), strict=True):
+            worker, slot = running[episode]
+            actions[worker][slot] = action

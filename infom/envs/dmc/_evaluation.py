@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from jaxtyping import Float, Int
 
-from .._workers import WorkerProcesses, serve
+from .._workers import WorkerProcesses, run_episodes, serve
 from ._names import DOMAINS, split_task_name
 from ._tasks import DMCEnv
 from ._workers import prepare_worker_process, process_context, progress_bar
@@ -227,47 +227,24 @@ def evaluate_dmc(
         workers, per_worker = pool._workers.num_workers, pool._workers.slots
         workers_context = _borrowed(pool._workers)
     obs_dim, action_dim = DOMAINS[domain].obs_dim, DOMAINS[domain].action_dim
-    free = [(worker, slot) for slot in range(per_worker) for worker in range(workers)]
-    pending = list(range(episodes))
-    running: dict[int, tuple[int, int]] = {}  # episode -> (worker, slot)
-    observations: dict[int, np.ndarray] = {}
     returns = np.zeros(episodes, dtype=np.float64)
     lengths = np.zeros(episodes, dtype=np.int64)
 
+    def record(episode: int, reply: tuple) -> None:
+        returns[episode] += reply[1]
+        lengths[episode] += 1
+
+    def choose_actions(order: list[int], observations: dict[int, np.ndarray]) -> np.ndarray:
+        batch = np.stack([observations[episode] for episode in order]).astype(np.float32)
+        if batch.shape[1] != obs_dim:  # pragma: no cover - a DMCEnv bug
+            raise RuntimeError(f"{task_name} gave observations of width {batch.shape[1]}, not {obs_dim}")
+        return _check_actions(policy(batch), len(order), action_dim)
+
+    episode_seeds = [_episode_seed(seed, episode) for episode in range(episodes)]
     with workers_context as pool_workers, progress_bar(episodes, task_name, progress) as bar:
-        actions: list[dict[int, Any]] = [{} for _ in range(workers)]
-        while pending or running:
-            resets: list[dict[int, int]] = [{} for _ in range(workers)]
-            while pending and free:
-                worker, slot = free.pop(0)
-                episode = pending.pop(0)
-                resets[worker][slot] = _episode_seed(seed, episode)
-                running[episode] = (worker, slot)
-            replies = pool_workers.request([("step", a, r) for a, r in zip(actions, resets, strict=True)])
-            for worker, (stepped, started) in enumerate(replies):
-                slot_episode = {slot: ep for ep, (w, slot) in running.items() if w == worker}
-                for slot, (observation, reward, done) in stepped.items():
-                    episode = slot_episode[slot]
-                    returns[episode] += reward
-                    lengths[episode] += 1
-                    observations[episode] = observation
-                    if done:
-                        del running[episode], observations[episode]
-                        free.append((worker, slot))
-                        bar.update(1)
-                for slot, observation in started.items():
-                    observations[slot_episode[slot]] = observation
-            actions = [{} for _ in range(workers)]
-            if not running:
-                continue
-            order = sorted(running)
-            batch = np.stack([observations[episode] for episode in order]).astype(np.float32)
-            if batch.shape[1] != obs_dim:  # pragma: no cover - a DMCEnv bug
-                raise RuntimeError(f"{task_name} gave observations of width {batch.shape[1]}, not {obs_dim}")
-            batch_actions = _check_actions(policy(batch), len(order), action_dim)
-            for episode, action in zip(order, batch_actions, strict=True):
-                worker, slot = running[episode]
-                actions[worker][slot] = action
+        run_episodes(
+            pool_workers, workers, per_worker, episode_seeds, choose_actions, record, lambda: bar.update(1)
+        )
     return DMCEvalResult(mean_return=float(returns.mean()), returns=returns, lengths=lengths)
 
 

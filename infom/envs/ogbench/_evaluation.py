@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-from .._workers import WorkerProcesses, serve
+from .._workers import WorkerProcesses, run_episodes, serve
 from ._datasets import (
     _DOMAINS,
     _parse_name,
@@ -431,61 +431,38 @@ def _evaluate(
             )
         num_workers, per_worker = pool.num_workers, pool.envs_per_worker
         workers_context = _borrowed(pool._workers)
-    free = [(worker, slot) for slot in range(per_worker) for worker in range(num_workers)]
-    pending = list(range(total))
-    running: dict[int, tuple[int, int]] = {}  # episode -> (worker, slot)
-    observations: dict[int, np.ndarray] = {}
     successes = np.zeros(total, dtype=bool)
     returns = np.zeros(total, dtype=np.float64)
     lengths = np.zeros(total, dtype=np.int64)
 
-    with (
-        workers_context as workers,
-        _progress_bar(total, name, progress) as bar,
-    ):
-        actions: list[dict[int, Any]] = [{} for _ in range(num_workers)]
-        while pending or running:
-            resets: list[dict[int, int]] = [{} for _ in range(num_workers)]
-            while pending and free:
-                worker, slot = free.pop(0)
-                episode = pending.pop(0)
-                policy_index, index = divmod(episode, num_episodes)
-                resets[worker][slot] = _episode_seed(seeds[policy_index], index)
-                running[episode] = (worker, slot)
-            replies = workers.request([("step", a, r) for a, r in zip(actions, resets, strict=True)])
-            for worker, (stepped, started) in enumerate(replies):
-                slot_episode = {slot: ep for ep, (w, slot) in running.items() if w == worker}
-                for slot, (ob, reward, done, success) in stepped.items():
-                    episode = slot_episode[slot]
-                    returns[episode] += reward
-                    lengths[episode] += 1
-                    observations[episode] = ob
-                    if done:
-                        successes[episode] = success
-                        del running[episode], observations[episode]
-                        free.append((worker, slot))
-                        bar.update(1)
-                for slot, ob in started.items():
-                    observations[slot_episode[slot]] = ob
-            actions = [{} for _ in range(num_workers)]
-            if not running:  # every episode in flight ended at this step; start queued ones, if any
+    def record(episode: int, reply: tuple) -> None:
+        _, reward, done, success = reply
+        returns[episode] += reward
+        lengths[episode] += 1
+        if done:
+            successes[episode] = success
+
+    def choose_actions(order: list[int], observations: dict[int, np.ndarray]) -> list[Any]:
+        chosen: dict[int, Any] = {}
+        for policy_index, policy in enumerate(policies):
+            own = [e for e in order if e // num_episodes == policy_index]
+            if not own:
                 continue
-            for policy_index, policy in enumerate(policies):
-                order = [e for e in sorted(running) if e // num_episodes == policy_index]
-                if not order:
-                    continue
-                if policy is None:
-                    batch_actions = [None] * len(order)
-                else:
-                    batch = np.stack([observations[episode] for episode in order]).astype(np.float32)
-                    if batch.shape[1] != obs_dim:
-                        raise RuntimeError(
-                            f"{name} gave observations of width {batch.shape[1]}, not {obs_dim}"
-                        )
-                    batch_actions = _check_actions(policy(batch), len(order), action_dim)
-                for episode, action in zip(order, batch_actions, strict=True):
-                    worker, slot = running[episode]
-                    actions[worker][slot] = action
+            if policy is None:  # each slot's `EnvPolicy` acts in the worker
+                chosen.update(dict.fromkeys(own))
+                continue
+            batch = np.stack([observations[episode] for episode in own]).astype(np.float32)
+            if batch.shape[1] != obs_dim:
+                raise RuntimeError(f"{name} gave observations of width {batch.shape[1]}, not {obs_dim}")
+            chosen.update(zip(own, _check_actions(policy(batch), len(own), action_dim), strict=True))
+        return [chosen[episode] for episode in order]
+
+    # Episode g = k * num_episodes + i is policy k's episode i, reset with `seeds[k] + i`.
+    episode_seeds = [_episode_seed(seeds[g // num_episodes], g % num_episodes) for g in range(total)]
+    with workers_context as workers, _progress_bar(total, name, progress) as bar:
+        run_episodes(
+            workers, num_workers, per_worker, episode_seeds, choose_actions, record, lambda: bar.update(1)
+        )
 
     results = []
     for k in range(len(policies)):
