@@ -44,9 +44,9 @@ RUN = infom.RunConfig(
 
 def test_a_run_generates_its_data_splits_one_buffer_relabels_and_evaluates_by_return(tmp_path):
     """The run collects the 4 episodes it needs, pre-trains (200 updates) on episodes 0-2
-    (reward-free) and fine-tunes (200 updates) on episode 3 relabelled with walker run's reward from its physics; a run stopped
-    after pre-training resumes to the end; each evaluation reports a finite mean return and no
-    success rate (NaN)."""
+    (reward-free) and fine-tunes (200 updates) on episode 3 relabelled with walker run's reward from
+    its physics; a run stopped after pre-training resumes to the end; each evaluation reports a
+    finite mean return and no success rate (NaN)."""
     data_dir, run_dir = tmp_path / "data", tmp_path / "run"
     infom.train(TASK, run_dir, CONFIG, RUN, dataset_dir=data_dir, progress=False, stop_after=200)
     assert exorl_episodes_present(data_dir, "walker", "ou_noise", episodes=4, seed=0, episode_length=40)

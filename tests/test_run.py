@@ -668,13 +668,27 @@ def test_a_mesh_the_machine_or_the_run_cannot_split_over_is_refused_before_anyth
     assert not (tmp_path / "run").exists()
 
 
+_MOVES = {
+    # 10 pre-training updates on a 1 x 2 mesh (each batch over 2 devices), then one device to the end.
+    "2-then-1": ["stop_after=10, mesh_shape=(1, 2)", ""],
+    # ... and one device only until update 30 (into fine-tuning), then the seeds over 2 devices (2 x 1).
+    "2-then-1-then-2": ["stop_after=10, mesh_shape=(1, 2)", "stop_after=30", "mesh_shape=(2, 1)"],
+}
+
+
+@pytest.mark.parametrize("moves", ["2-then-1", pytest.param("2-then-1-then-2", marks=pytest.mark.slow)])
 def test_a_run_moves_between_one_and_two_devices_and_ends_with_one_devices_parameters(
-    tmp_path, finished, dataset_dir
+    tmp_path, finished, dataset_dir, moves
 ):
-    """One run, killed twice: 10 pre-training updates on a 1 x 2 mesh (each batch over 2 devices),
-    resumed on one device until update 30 (into fine-tuning), resumed with the seeds over 2 devices
-    (2 x 1) to the end. So checkpoints move from 2 devices to 1 and from 1 to 2, and the run ends
-    with the parameters of the uninterrupted one-device run, to float32 reduction-order error."""
+    """One run, killed and resumed on another number of devices: 10 pre-training updates on a 1 x 2
+    mesh, resumed on one device to the end (the slow run: one device until update 30, then the seeds
+    over 2 devices, 2 x 1, to the end). So checkpoints move from 2 devices to 1 (and from 1 to 2),
+    and the run ends with the parameters of the uninterrupted one-device run, to float32
+    reduction-order error."""
+    first, *later = _MOVES[moves]
+    resumes = "\n".join(
+        f"infom.train(None, run_dir, resume=True, data=data, progress=False, {args})" for args in later
+    )
     code = f"""
 import sys
 import jax
@@ -684,9 +698,8 @@ from test_run import CONFIG, RUN, TASK
 assert len(jax.devices()) == 2
 data = infom.load_task_data(TASK, RUN, dataset_dir={str(dataset_dir)!r}, generate_missing=False)
 run_dir = {str(tmp_path / "run")!r}
-infom.train(TASK, run_dir, CONFIG, RUN, data=data, progress=False, stop_after=10, mesh_shape=(1, 2))
-infom.train(None, run_dir, resume=True, data=data, progress=False, stop_after=30)
-infom.train(None, run_dir, resume=True, data=data, progress=False, mesh_shape=(2, 1))
+infom.train(TASK, run_dir, CONFIG, RUN, data=data, progress=False, {first})
+{resumes}
 print("ok")
 """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")

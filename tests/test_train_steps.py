@@ -206,10 +206,12 @@ def test_vmapped_seeds_keep_the_actor_update_a_branch_and_the_same_results(state
     np.testing.assert_allclose(metrics.loss[1], single_metrics.loss, rtol=1e-5)
 
 
-def test_seeds_one_at_a_time_or_in_groups_equal_all_seeds_vmapped(dataset, optim):
-    """`seeds_block(seed_batch=k)` runs the seeds in groups of `k` one after another (3 seeds:
-    groups of 1, and a group of 2 plus the remaining 1): the same updates as all three vmapped,
-    the actor's update still a branch, in the seeds' order."""
+@pytest.mark.parametrize("seed_batch", [2, pytest.param(1, marks=pytest.mark.slow)])
+def test_seeds_one_at_a_time_or_in_groups_equal_all_seeds_vmapped(dataset, optim, seed_batch):
+    """`seeds_block(seed_batch=k)` runs the seeds in groups of `k` one after another (3 seeds: a
+    group of 2 plus the remaining 1; in the slow run also groups of 1): the same updates as all
+    three vmapped, the actor's update still a branch, in the seeds' order. (Groups of 1 on a mesh
+    are in the default run: `tests/test_sharding.py`.)"""
     agent = infom.AGENTS["infom"]
     keys = jr.split(jr.key(5), 3)
     states = eqx.filter_vmap(lambda k: infom.init_train_state(OBS, ACT, dataset[1], CONFIG, optim, key=k))(
@@ -231,11 +233,10 @@ def test_seeds_one_at_a_time_or_in_groups_equal_all_seeds_vmapped(dataset, optim
         )
 
     vmapped, vmapped_metrics = block(None)
-    for seed_batch in (1, 2):
-        got, metrics = block(seed_batch)
-        np.testing.assert_allclose(metrics.loss, vmapped_metrics.loss, rtol=1e-5)
-        np.testing.assert_array_equal(metrics.actor_updated, vmapped_metrics.actor_updated)
-        assert tree_allclose(got.models, vmapped.models, rtol=1e-5, atol=1e-6)
+    got, metrics = block(seed_batch)
+    np.testing.assert_allclose(metrics.loss, vmapped_metrics.loss, rtol=1e-5)
+    np.testing.assert_array_equal(metrics.actor_updated, vmapped_metrics.actor_updated)
+    assert tree_allclose(got.models, vmapped.models, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(vmapped_metrics.actor_updated[2]), (np.arange(1, 5) % 4) == 0)
     for bad in (0, -1, True):
         with pytest.raises(ValueError, match="`seed_batch` must be a positive integer or None"):
