@@ -384,6 +384,42 @@ def test_evaluate_dmc_matches_a_sequential_rollout():
         )
 
 
+def test_several_policies_in_one_pool_see_what_each_would_see_alone():
+    """`evaluate_dmc_policies`: two policies (different constant actions, seeds 11 and 40) share one
+    pool of 2 x 2 environments; each one's returns equal its own sequential rollouts, and each is
+    called only on its own episodes' observations."""
+    from infom.envs.dmc import evaluate_dmc_policies
+
+    actions = [np.linspace(-0.8, 0.8, 6).astype(np.float32), np.full(6, 0.3, np.float32)]
+    seen = [[], []]
+
+    def policy(k):
+        def act(obs):
+            seen[k].append(len(obs))
+            return np.tile(actions[k], (len(obs), 1))
+
+        return act
+
+    results = evaluate_dmc_policies(
+        "walker_walk",
+        [policy(0), policy(1)],
+        seeds=[11, 40],
+        episodes=3,
+        workers=2,
+        envs_per_worker=2,
+        progress=False,
+        episode_length=7,
+    )
+    for k, seed in enumerate((11, 40)):
+        np.testing.assert_array_equal(
+            results[k].returns, _sequential_returns("walker_walk", actions[k], seed, 3, 7)
+        )
+        np.testing.assert_array_equal(results[k].lengths, [7, 7, 7])
+    assert seen[0][0] == 3 and seen[1][0] == 1  # 4 slots: policy 0's 3 episodes and policy 1's first
+    with pytest.raises(ValueError, match="`seeds` has 1 entries for 2 policies"):
+        evaluate_dmc_policies("walker_walk", [policy(0), policy(1)], seeds=[0], progress=False)
+
+
 def test_episode_files_take_exorl_and_urlb_names_in_index_order(tmp_path):
     from infom.envs.dmc._format import episode_files
 

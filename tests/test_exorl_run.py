@@ -120,3 +120,29 @@ def test_cli_generates_exorl_data_and_extends_it(tmp_path, capsys):
     assert "1 episodes collected (1 kept)" in out
     files = sorted((tmp_path / "walker" / "ou_noise" / "buffer").glob("episode_*_20.npz"))
     assert [f.name for f in files] == ["episode_000000_20.npz", "episode_000001_20.npz"]
+
+
+def test_the_ogbench_and_exorl_task_sources_offer_the_same_functions_with_the_same_arguments():
+    """The run layer chooses between benchmarks in one place (`task_source`); everything else calls
+    the chosen adapter's functions, so both adapters must offer the same ones, alike in signature."""
+    import inspect
+
+    from infom.run import _exorl, _ogbench
+    from infom.run._run import task_source
+
+    assert task_source("walker_run") is _exorl
+    assert task_source("cube-single-play-singletask-task1-v0") is _ogbench
+
+    def interface(module):
+        return {
+            name: list(inspect.signature(function).parameters)
+            for name, function in vars(module).items()
+            if inspect.isfunction(function)
+            and function.__module__ == module.__name__
+            and not name.startswith("_")
+        }
+
+    ogbench, exorl = interface(_ogbench), interface(_exorl)
+    exorl.pop("is_exorl_task"), exorl.pop("generate_command")  # ExORL's own helpers
+    assert ogbench == exorl
+    assert len(ogbench) >= 14, sorted(ogbench)

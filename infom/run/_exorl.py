@@ -10,6 +10,9 @@ data, which cannot be downloaded here) or a local exploration scheme of
 [`infom.envs.dmc.generate_exorl`][] (`"ou_noise"`, the default, or `"uniform"`), which a run
 generates when episodes are missing. Evaluation reports each seed's mean undiscounted return
 (ExORL tasks have no success rate; `success_rate` is NaN).
+
+This module and `infom/run/_ogbench.py` offer the same functions (the run layer's task-source
+interface, `infom.run._run.task_source`); `tests/test_run.py` checks that they do.
 """
 
 import os
@@ -20,6 +23,7 @@ from .._errors import DatasetError
 from ..data._dataset import Dataset
 from ..envs.dmc._names import DEFAULT_EXORL_DIR, TASK_NAMES
 from ._presets import RunConfig
+from ._progress import Phase
 
 
 KINDS = ("pretrain", "finetune")
@@ -52,6 +56,11 @@ def data_request(env_name: str, run: RunConfig) -> dict[str, dict[str, Any]]:
             common, first_episode=run.pretrain_episodes, episodes=run.finetune_episodes, task=env_name
         ),
     }
+
+
+def request_record(env_name: str, run: RunConfig) -> dict[str, Any]:
+    """`data_request` as JSON (for the run's `config.json`)."""
+    return data_request(env_name, run)
 
 
 def _needed(run: RunConfig) -> int:
@@ -94,7 +103,9 @@ def check_task_data(env_name: str, run: RunConfig, dataset_dir) -> dict[str, boo
     return dict.fromkeys(KINDS, present)
 
 
-def missing_data_error(env_name: str, run: RunConfig, dataset_dir) -> Exception:
+def missing_data_error(env_name: str, run: RunConfig, dataset_dir, kinds: list[str]) -> Exception:
+    """`DatasetNotFoundError` naming the buffer, the episodes it must hold and the command that
+    collects them (or, for ExORL's own data, where they must be put)."""
     from ..envs.dmc._format import buffer_dir
     from ..envs.dmc._generate import EXPLORERS
     from ..envs.ogbench._datasets import DatasetNotFoundError
@@ -115,8 +126,13 @@ def missing_data_error(env_name: str, run: RunConfig, dataset_dir) -> Exception:
     )
 
 
-def prepare_task_data(env_name: str, run: RunConfig, dataset_dir, *, progress: bool, log, on_episode) -> None:
-    """Collects the missing episodes with the run's exploration scheme (continuing a partial buffer)."""
+def prepare_task_data(
+    env_name: str, run: RunConfig, dataset_dir, missing: list[str], *, progress: bool, log, on_episode
+) -> None:
+    """Collects the missing episodes with the run's exploration scheme (continuing a partial buffer);
+    one buffer serves both kinds, so nothing is done when none is `missing`."""
+    if not missing:
+        return
     from ..envs.dmc._generate import EXPLORERS, generate_exorl
 
     root = resolve_dir(dataset_dir)
@@ -174,19 +190,33 @@ def evaluation_pool(env_name: str, run: RunConfig, *, workers: int, envs_per_wor
 
 
 def evaluate(env_name: str, policies, seeds, *, num_episodes: int, progress: bool, pool) -> list[tuple]:
-    """`(success_rate, mean_return, episodes)` per policy: NaN success, the mean return."""
-    from ..envs.dmc._evaluation import evaluate_dmc
+    """`(success_rate, mean_return, episodes)` per policy, all policies' episodes in one pool: NaN
+    success (ExORL tasks have returns only), the mean return."""
+    from ..envs.dmc._evaluation import evaluate_dmc_policies
 
-    rows = []
-    for policy, seed in zip(policies, seeds, strict=True):
-        result = evaluate_dmc(
-            env_name, policy, episodes=num_episodes, seed=seed, progress=progress, pool=pool
+    return [
+        (float("nan"), float(result.mean_return), len(result.returns))
+        for result in evaluate_dmc_policies(
+            env_name, policies, seeds=seeds, episodes=num_episodes, progress=progress, pool=pool
         )
-        rows.append((float("nan"), float(result.mean_return), len(result.returns)))
-    return rows
+    ]
+
+
+def data_files(env_name: str, dataset_dir) -> dict[str, dict[str, Any]]:
+    """None recorded: ExORL's buffers are thousands of small files, so the data fingerprint alone
+    guards a resumed run."""
+    return {}
+
+
+def data_phases(env_name: str, run: RunConfig, missing: list[str]) -> list[Phase]:
+    """One progress phase for the whole buffer, counted under "data pretrain" (~1,500-4,500
+    steps/s measured)."""
+    needed = _needed(run) if missing else 0
+    return [Phase("data pretrain", needed, "episodes", prior_seconds=run.episode_length / 1500)]
 
 
 def eval_episode_length(env_name: str) -> int:
+    """Steps of one evaluation episode (ExORL's: 1000, jaco 250)."""
     from ..envs.dmc._tasks import check_domain
 
     return check_domain(domain_of(env_name)).episode_length

@@ -1,9 +1,7 @@
 """The end-to-end run: data, pre-training, fine-tuning and evaluation on an OGBench task,
 with a run directory, atomic checkpoints, exact resumption and a non-finite-loss diagnosis."""
 
-import contextlib
 import csv
-import functools
 import hashlib
 import io
 import math
@@ -46,7 +44,7 @@ from ..training._train import (
     seeds_block,
     seeds_diagnostics,
 )
-from . import _exorl
+from . import _exorl, _ogbench
 from ._presets import RunConfig, config_from_dict, config_to_dict
 from ._progress import JobProgress, Phase
 
@@ -131,32 +129,19 @@ class RunData(NamedTuple):
     action_dim: int
 
 
-_RUN_KINDS = (("play", "pretrain_episodes"), ("play-ft", "finetune_episodes"))
+def task_source(env_name: str) -> Any:
+    """The adapter of the benchmark `env_name` belongs to: `infom/run/_exorl.py` for ExORL's tasks
+    (`walker_run`, ...), else `infom/run/_ogbench.py`. Both offer the same functions (which data a
+    run asks for, where they live, how they are generated, loaded, recorded and checked, how
+    policies are evaluated), and this is the run layer's only choice between benchmarks."""
+    return _exorl if _exorl.is_exorl_task(env_name) else _ogbench
 
 
 def data_request(env_name: str, run: RunConfig) -> dict[str, Any]:
     """The identities of the datasets a run on `env_name` asks for: on OGBench `{"play":
     DatasetIdentity, "play-ft": DatasetIdentity}` from the run's episode counts, episode length
     and data seed; on ExORL the episode ranges of its exploration buffer (`infom/run/_exorl.py`)."""
-    from ..envs.ogbench._datasets import _parse_name, requested_identity
-
-    if _exorl.is_exorl_task(env_name):
-        return _exorl.data_request(env_name, run)
-
-    domain = _parse_name(env_name)[0]
-    return {
-        kind: requested_identity(
-            domain, kind, getattr(run, field), episode_length=run.episode_length, seed=run.data_seed
-        )
-        for kind, field in _RUN_KINDS
-    }
-
-
-def _train_paths(env_name: str, dataset_dir: str | os.PathLike | None) -> dict[str, Path]:
-    from ..envs.ogbench._datasets import dataset_paths
-
-    play, _, play_ft, _ = dataset_paths(env_name, dataset_dir)
-    return {"play": play, "play-ft": play_ft}
+    return task_source(env_name).data_request(env_name, run)
 
 
 def check_task_data(
@@ -166,43 +151,16 @@ def check_task_data(
     time is spent; files holding another dataset than the run asks for raise
     `DatasetMismatchError` with the command that makes the right data. (On ExORL tasks both kinds
     come from one exploration buffer: `{"pretrain": bool, "finetune": bool}`.)"""
-    from ..envs.ogbench._datasets import check_dataset
-
-    if _exorl.is_exorl_task(env_name):
-        return _exorl.check_task_data(env_name, run, dataset_dir)
-
-    paths = _train_paths(env_name, dataset_dir)
-    return {
-        kind: check_dataset(paths[kind], wanted, dataset_dir)
-        for kind, wanted in data_request(env_name, run).items()
-    }
-
-
-def _missing_data_error(env_name: str, run: RunConfig, dataset_dir, kinds: list[str]) -> Exception:
-    from ..envs.ogbench._datasets import DatasetNotFoundError, generate_command, val_path_for
-
-    if _exorl.is_exorl_task(env_name):
-        return _exorl.missing_data_error(env_name, run, dataset_dir)
-    request = data_request(env_name, run)
-    paths = _train_paths(env_name, dataset_dir)
-    files = ", ".join(f"{paths[k]} (+ {val_path_for(paths[k]).name})" for k in kinds)
-    commands = "\n".join(
-        f"    {generate_command(request[k].domain, k, dataset_dir, identity=request[k])}" for k in kinds
-    )
-    return DatasetNotFoundError(
-        f"OGBench dataset file(s) not found: {files}. These datasets are generated locally, never "
-        f"downloaded. Create them with:\n{commands}"
-    )
+    return task_source(env_name).check_task_data(env_name, run, dataset_dir)
 
 
 def _missing_kinds(env_name: str, run: RunConfig, dataset_dir, generate_missing: bool) -> list[str]:
     """The datasets to generate (refusing other data, and missing data when generation is off)."""
-    present = check_task_data(env_name, run, dataset_dir=dataset_dir)
+    source = task_source(env_name)
+    present = source.check_task_data(env_name, run, dataset_dir)
     missing = [kind for kind, ok in present.items() if not ok]
-    if missing and _exorl.is_exorl_task(env_name) and not _exorl.can_generate(run):
-        generate_missing = False  # ExORL's own data (e.g. RND) cannot be made here
-    if missing and not generate_missing:
-        raise _missing_data_error(env_name, run, dataset_dir, missing)
+    if missing and not (generate_missing and source.can_generate(run)):
+        raise source.missing_data_error(env_name, run, dataset_dir, missing)
     return missing
 
 
@@ -217,42 +175,18 @@ def prepare_task_data(
     on_episode: Callable[[str, bool], None] | None = None,
 ) -> None:
     """Makes sure the datasets a run asks for (`data_request`) are in `dataset_dir`:
-    generates the missing ones with OGBench's oracles (continuing an interrupted generation
-    from its last completed chunk), and refuses files that hold another dataset.
+    generates the missing ones (OGBench's with its oracles, continuing an interrupted generation
+    from its last completed chunk; ExORL's with a local exploration scheme), and refuses files that
+    hold another dataset.
 
     **Raises:** `DatasetMismatchError` (other data under the names), `DatasetNotFoundError`
-    (missing and `generate_missing` is False), both naming the command that makes the data.
+    (missing and `generate_missing` is False, or data that cannot be made here), both naming the
+    command that makes the data.
     """
-    from ..envs.ogbench._datasets import generate_dataset
-
     missing = _missing_kinds(env_name, run, dataset_dir, generate_missing)
-    if _exorl.is_exorl_task(env_name):
-        if missing:
-            _exorl.prepare_task_data(
-                env_name, run, dataset_dir, progress=progress, log=log, on_episode=on_episode
-            )
-        return
-    paths = _train_paths(env_name, dataset_dir)
-    request = data_request(env_name, run)
-    for kind in missing:
-        wanted = request[kind]
-        log(
-            f"generating {kind} data for {wanted.domain} ({wanted.num_episodes} + {wanted.num_val_episodes} "
-            f"episodes) in {paths[kind].parent}"
-        )
-        generate_dataset(
-            wanted.domain,
-            paths[kind],
-            num_episodes=wanted.num_episodes,
-            num_val_episodes=wanted.num_val_episodes,
-            kind=kind,
-            seed=wanted.seed,
-            episode_length=wanted.episode_length,
-            overwrite=True,  # only absent or incomplete files get here
-            progress=progress,
-            num_workers=min(2, os.cpu_count() or 1),
-            on_episode=None if on_episode is None else functools.partial(on_episode, kind),
-        )
+    task_source(env_name).prepare_task_data(
+        env_name, run, dataset_dir, missing, progress=progress, log=log, on_episode=on_episode
+    )
 
 
 def load_task_data(
@@ -277,10 +211,7 @@ def load_task_data(
 
 
 def _load_files(env_name: str, run: RunConfig, dataset_dir, normalizer: Normalizer | None) -> RunData:
-    if _exorl.is_exorl_task(env_name):
-        pretrain, finetune = _exorl.load_datasets(env_name, run, dataset_dir)
-    else:
-        pretrain, finetune = _load_ogbench_files(env_name, dataset_dir)
+    pretrain, finetune = task_source(env_name).load_datasets(env_name, run, dataset_dir)
     if normalizer is None:
         normalizer = fit_normalizer(pretrain.observations, run.obs_normalization)
     return RunData(
@@ -290,21 +221,6 @@ def _load_files(env_name: str, run: RunConfig, dataset_dir, normalizer: Normaliz
         obs_dim=int(pretrain.observations.shape[1]),
         action_dim=int(pretrain.actions.shape[1]),
     )
-
-
-def _load_ogbench_files(env_name: str, dataset_dir) -> tuple[Dataset, Dataset]:
-    from ..envs.ogbench._datasets import load_ogbench
-
-    paths = _train_paths(env_name, dataset_dir)
-    pre = load_ogbench(env_name, dataset_dir=dataset_dir, kind="play")
-    fine = load_ogbench(env_name, dataset_dir=dataset_dir, kind="play-ft")
-    reward_free = {k: v for k, v in pre.train.items() if k not in ("rewards", "masks")}
-    pretrain = Dataset.from_ogbench(reward_free, source=paths["play"].name)
-    finetune = Dataset.from_ogbench(fine.train, source=paths["play-ft"].name)
-    for env in (pre.env, fine.env):
-        with contextlib.suppress(Exception):
-            env.close()
-    return pretrain, finetune
 
 
 def data_fingerprint(data: RunData) -> str:
@@ -319,31 +235,22 @@ def data_fingerprint(data: RunData) -> str:
 
 
 def _data_record(env_name: str, dataset_dir, data: RunData, from_files: bool) -> dict[str, Any]:
-    from ..envs.ogbench._datasets import existing_identity, verify_files
-
     record: dict[str, Any] = {
         "fingerprint": data_fingerprint(data),
         "rows": {
             "pretrain": int(data.pretrain.observations.shape[0]),
             "finetune": int(data.finetune.observations.shape[0]),
         },
-        "files": {},
+        "files": task_source(env_name).data_files(env_name, dataset_dir) if from_files else {},
     }
-    # ExORL's buffers are thousands of small files: the fingerprint alone guards a resumed run.
-    if from_files and not _exorl.is_exorl_task(env_name):
-        for kind, path in _train_paths(env_name, dataset_dir).items():
-            identity = existing_identity(path)
-            assert identity is not None
-            for name, digest in verify_files(path).items():
-                record["files"][name] = {"kind": kind, "sha256": digest, "identity": identity.to_json()}
     return record
 
 
-def _check_files_unchanged(run_dir: Path, record: dict[str, Any], dataset_dir) -> None:
+def _check_files_unchanged(env_name: str, run_dir: Path, record: dict[str, Any], dataset_dir) -> None:
     """A resumed run reads exactly the files it started with."""
-    from ..envs.ogbench._datasets import _resolve_dir, file_sha256
+    from ..envs.ogbench._datasets import file_sha256
 
-    root = _resolve_dir(dataset_dir)
+    root = task_source(env_name).resolve_dir(dataset_dir)
     for name, entry in record["files"].items():
         path = root / name
         if not path.is_file():
@@ -405,20 +312,13 @@ def make_policy(
 
 
 def evaluation_pool(env_name: str, run: RunConfig) -> Any:
-    """The `EvaluationPool` of a run's evaluations: `run.eval_workers` workers, each with at most
+    """The evaluation pool of a run's evaluations: `run.eval_workers` workers, each with at most
     `run.eval_envs_per_worker` environments (fewer where the seeds' episodes need fewer)."""
-    from ..envs.ogbench._evaluation import EvaluationPool
-
     total = run.num_seeds * run.eval_episodes
     workers = min(run.eval_workers, total)
     envs_per_worker = min(run.eval_envs_per_worker, math.ceil(total / workers))
-    if _exorl.is_exorl_task(env_name):
-        return _exorl.evaluation_pool(env_name, run, workers=workers, envs_per_worker=envs_per_worker)
-    return EvaluationPool(
-        env_name,
-        num_workers=workers,
-        envs_per_worker=envs_per_worker,
-        max_episode_steps=run.eval_episode_steps,
+    return task_source(env_name).evaluation_pool(
+        env_name, run, workers=workers, envs_per_worker=envs_per_worker
     )
 
 
@@ -438,8 +338,6 @@ def evaluate_run_states(
     Seed `index`'s episodes are reset from `10_000 * (run.seed + index + 1)`, as if each seed were
     evaluated alone (`evaluate_ogbench_policies`). `pool`: an open `EvaluationPool` to use (else
     workers are started for this call)."""
-    from ..envs.ogbench._evaluation import evaluate_ogbench_policies
-
     if pool is None:
         with evaluation_pool(env_name, run) as pool:
             return evaluate_run_states(
@@ -448,17 +346,9 @@ def evaluate_run_states(
     policies = [make_policy(_seed(states, index), agent=agent) for index in range(run.num_seeds)]
     seeds = [10_000 * (run.seed + index + 1) for index in range(run.num_seeds)]
     episodes = num_episodes or run.eval_episodes
-    if _exorl.is_exorl_task(env_name):
-        results = _exorl.evaluate(
-            env_name, policies, seeds, num_episodes=episodes, progress=progress, pool=pool
-        )
-    else:
-        results = [
-            (float(r.success_rate), float(r.mean_return), len(r.successes))
-            for r in evaluate_ogbench_policies(
-                env_name, policies, seeds=seeds, num_episodes=episodes, progress=progress, pool=pool
-            )
-        ]
+    results = task_source(env_name).evaluate(
+        env_name, policies, seeds, num_episodes=episodes, progress=progress, pool=pool
+    )
     return [
         {"seed": run.seed + index, "success_rate": success, "mean_return": mean_return, "episodes": count}
         for index, (success, mean_return, count) in enumerate(results)
@@ -596,12 +486,11 @@ def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _check_preset_domain(env_name: str, preset: str | None) -> None:
-    from ..envs.ogbench._datasets import _parse_name
     from ._presets import PRESETS
 
     if preset is None or preset not in PRESETS:
         return
-    domain = _exorl.domain_of(env_name) if _exorl.is_exorl_task(env_name) else _parse_name(env_name)[0]
+    domain = task_source(env_name).domain_of(env_name)
     if PRESETS[preset].domain != domain:
         choices = ", ".join(name for name, p in sorted(PRESETS.items()) if p.domain == domain)
         raise ValueError(
@@ -611,29 +500,9 @@ def _check_preset_domain(env_name: str, preset: str | None) -> None:
 
 
 def _job_phases(env_name: str, run: RunConfig, missing: list[str]) -> list[Phase]:
-    from ..envs.ogbench._datasets import _parse_name, eval_episode_length
-
-    if _exorl.is_exorl_task(env_name):
-        # One buffer for both kinds, collected under "data pretrain"; ~1,500-4,500 steps/s measured.
-        needed = run.pretrain_episodes + run.finetune_episodes
-        phases = [
-            Phase(
-                "data pretrain", needed if missing else 0, "episodes", prior_seconds=run.episode_length / 1500
-            )
-        ]
-        episode_steps = run.eval_episode_steps or _exorl.eval_episode_length(env_name)
-    else:
-        request = data_request(env_name, run)
-        phases = [
-            Phase(
-                f"data {kind}",
-                (request[kind].num_episodes + request[kind].num_val_episodes) if kind in missing else 0,
-                "episodes",
-                prior_seconds=run.episode_length / 350,  # measured: ~378 steps/s with 2 workers
-            )
-            for kind, _ in _RUN_KINDS
-        ]
-        episode_steps = eval_episode_length(_parse_name(env_name)[0])
+    source = task_source(env_name)
+    phases = source.data_phases(env_name, run, missing)
+    episode_steps = run.eval_episode_steps or source.eval_episode_length(env_name)
     ends = range(run.pretrain_updates, run.pretrain_updates + run.finetune_updates + 1, run.block_size)
     evals = sum(_eval_due(step, run) for step in ends)
     eval_steps = run.num_seeds * run.eval_episodes * episode_steps
@@ -759,9 +628,10 @@ def train(
         check_mesh(mesh, num_seeds=run.num_seeds, batch_size=config.batch_size)
     missing: list[str] = []
     if resume and data is None and (run_dir / DATA_FILE).exists():
-        _check_files_unchanged(run_dir, read_json(run_dir / DATA_FILE, "data record"), dataset_dir)
+        _check_files_unchanged(env_name, run_dir, read_json(run_dir / DATA_FILE, "data record"), dataset_dir)
     if data is None:
         missing = _missing_kinds(env_name, run, dataset_dir, generate_missing)
+    source = task_source(env_name)
     if not resume and processes.lead:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
@@ -770,10 +640,8 @@ def train(
                 "env": env_name,
                 "preset": preset,
                 **config_to_dict(agent.name, config, run),
-                "dataset_dir": None
-                if data is not None
-                else str(_dataset_root(env_name, dataset_dir).absolute()),
-                "data_request": None if data is not None else _request_record(env_name, run),
+                "dataset_dir": None if data is not None else str(source.resolve_dir(dataset_dir).absolute()),
+                "data_request": None if data is not None else source.request_record(env_name, run),
             },
         )
 
@@ -831,19 +699,6 @@ def train(
         for pool in pools:
             pool.close()
         job.close()
-
-
-def _dataset_root(env_name: str, dataset_dir) -> Path:
-    from ..envs.ogbench._datasets import _resolve_dir
-
-    return _exorl.resolve_dir(dataset_dir) if _exorl.is_exorl_task(env_name) else _resolve_dir(dataset_dir)
-
-
-def _request_record(env_name: str, run: RunConfig) -> dict[str, Any]:
-    request = data_request(env_name, run)
-    if _exorl.is_exorl_task(env_name):
-        return request
-    return {kind: identity.to_json() for kind, identity in request.items()}
 
 
 def _run_data(

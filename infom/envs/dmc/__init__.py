@@ -12,7 +12,8 @@ flip), cheetah (run, run_backward, walk, walk_backward), quadruped (jump, run, s
   `to_dataset` turns them into an `infom.Dataset`.
 - `generate_exorl` collects local reward-free data in that format (a cheap substitute for ExORL's
   RND data: results are not comparable with the paper's).
-- `evaluate_dmc` rolls a batched policy out in worker processes.
+- `evaluate_dmc` rolls a batched policy out in worker processes, `evaluate_dmc_policies` several
+  policies (a run's seeds) in one pool.
 
 dm-control (`>=1.0.52` with `mujoco>=4.0.1`) and tqdm are optional dependencies
 (`pip install infom[envs]`), imported only when needed. The names below are imported on first
@@ -27,6 +28,7 @@ _EXPORTS = {
     "DMCEvalResult": "_evaluation",
     "DMCEvaluationPool": "_evaluation",
     "evaluate_dmc": "_evaluation",
+    "evaluate_dmc_policies": "_evaluation",
     "EPISODE_KEYS": "_format",
     "ExorlData": "_format",
     "ExorlEpisode": "_format",

@@ -8,7 +8,7 @@ policy runs one batched forward pass per step instead of one per environment.
 import contextlib
 import math
 import multiprocessing.connection
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -206,12 +206,58 @@ def evaluate_dmc(
         print(result.mean_return)
         ```
     """
+    (result,) = evaluate_dmc_policies(
+        task_name,
+        [policy],
+        seeds=[seed],
+        episodes=episodes,
+        workers=workers,
+        envs_per_worker=envs_per_worker,
+        progress=progress,
+        pool=pool,
+        episode_length=episode_length,
+    )
+    return result
+
+
+def evaluate_dmc_policies(
+    task_name: str,
+    policies: Sequence[Callable[[np.ndarray], Any]],
+    *,
+    seeds: Sequence[int],
+    episodes: int = 10,
+    workers: int = 2,
+    envs_per_worker: int = 8,
+    progress: bool = True,
+    pool: DMCEvaluationPool | None = None,
+    episode_length: int | None = None,
+) -> list[DMCEvalResult]:
+    """Rolls several policies out in one pool of environment workers, each on its own episodes.
+
+    Result `k` equals `evaluate_dmc(task_name, policies[k], seed=seeds[k], episodes=episodes)` for
+    policies that act on each row independently: policy `k`'s episode `i` is reset with seed
+    `seeds[k] + i`, and each policy is called once per step on the observations of its own running
+    episodes. The environments step every policy's episodes together, so the slots stay full (how
+    `infom.train` evaluates all its seeds at once).
+
+    **Arguments:** `policies` (one or more, each as [`evaluate_dmc`][]'s `policy`) and `seeds` (the
+    seed of each policy's episode 0, as many as `policies`); `episodes` is per policy; the rest as
+    in [`evaluate_dmc`][], the workers and the progress bar shared.
+
+    **Returns:** a list of [`DMCEvalResult`][], one per policy, in order.
+    """
+    policies, seeds = list(policies), [int(s) for s in seeds]
+    if not policies:
+        raise ValueError("`policies` is empty")
+    if len(seeds) != len(policies):
+        raise ValueError(f"`seeds` has {len(seeds)} entries for {len(policies)} policies")
     domain, _ = split_task_name(task_name)
     _check_sizes(episodes=episodes)
+    total = len(policies) * episodes
     if pool is None:
         _check_sizes(workers=workers, envs_per_worker=envs_per_worker, episode_length=episode_length)
-        workers = min(workers, episodes)
-        per_worker = min(envs_per_worker, math.ceil(episodes / workers))
+        workers = min(workers, total)
+        per_worker = min(envs_per_worker, math.ceil(total / workers))
         workers_context: Any = _owned(_Workers(task_name, workers, per_worker, episode_length))
     else:
         if not isinstance(pool, DMCEvaluationPool):
@@ -227,25 +273,39 @@ def evaluate_dmc(
         workers, per_worker = pool._workers.num_workers, pool._workers.slots
         workers_context = _borrowed(pool._workers)
     obs_dim, action_dim = DOMAINS[domain].obs_dim, DOMAINS[domain].action_dim
-    returns = np.zeros(episodes, dtype=np.float64)
-    lengths = np.zeros(episodes, dtype=np.int64)
+    # Episode g = k * episodes + i is policy k's episode i, reset with `seeds[k] + i`.
+    returns = np.zeros(total, dtype=np.float64)
+    lengths = np.zeros(total, dtype=np.int64)
 
     def record(episode: int, reply: tuple) -> None:
         returns[episode] += reply[1]
         lengths[episode] += 1
 
-    def choose_actions(order: list[int], observations: dict[int, np.ndarray]) -> np.ndarray:
-        batch = np.stack([observations[episode] for episode in order]).astype(np.float32)
-        if batch.shape[1] != obs_dim:  # pragma: no cover - a DMCEnv bug
-            raise RuntimeError(f"{task_name} gave observations of width {batch.shape[1]}, not {obs_dim}")
-        return _check_actions(policy(batch), len(order), action_dim)
+    def choose_actions(order: list[int], observations: dict[int, np.ndarray]) -> list[np.ndarray]:
+        chosen: dict[int, np.ndarray] = {}
+        for index, policy in enumerate(policies):
+            own = [e for e in order if e // episodes == index]
+            if not own:
+                continue
+            batch = np.stack([observations[e] for e in own]).astype(np.float32)
+            if batch.shape[1] != obs_dim:  # pragma: no cover - a DMCEnv bug
+                raise RuntimeError(f"{task_name} gave observations of width {batch.shape[1]}, not {obs_dim}")
+            chosen.update(zip(own, _check_actions(policy(batch), len(own), action_dim), strict=True))
+        return [chosen[e] for e in order]
 
-    episode_seeds = [_episode_seed(seed, episode) for episode in range(episodes)]
-    with workers_context as pool_workers, progress_bar(episodes, task_name, progress) as bar:
+    episode_seeds = [_episode_seed(seeds[g // episodes], g % episodes) for g in range(total)]
+    with workers_context as pool_workers, progress_bar(total, task_name, progress) as bar:
         run_episodes(
             pool_workers, workers, per_worker, episode_seeds, choose_actions, record, lambda: bar.update(1)
         )
-    return DMCEvalResult(mean_return=float(returns.mean()), returns=returns, lengths=lengths)
+    return [
+        DMCEvalResult(
+            mean_return=float(returns[k * episodes : (k + 1) * episodes].mean()),
+            returns=returns[k * episodes : (k + 1) * episodes].copy(),
+            lengths=lengths[k * episodes : (k + 1) * episodes].copy(),
+        )
+        for k in range(len(policies))
+    ]
 
 
 def _check_actions(actions: Any, n: int, action_dim: int) -> np.ndarray:
