@@ -5,8 +5,10 @@ ExORL share them. The worker side is [`serve`][infom.envs._workers.serve], the p
 import multiprocessing.connection
 import multiprocessing.context
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import numpy as np
 
 
 def serve(
@@ -151,3 +153,44 @@ def run_episodes(
         for episode, action in zip(order, choose_actions(order, observations), strict=True):
             worker, slot = running[episode]
             actions[worker][slot] = action
+
+
+def policies_actions(
+    policies: Sequence[Callable[[np.ndarray], Any] | None],
+    episodes_per_policy: int,
+    *,
+    obs_dim: int,
+    action_dim: int,
+    action_dtype: type,
+    env_name: str,
+) -> Callable[[list[int], dict[int, Any]], list[Any]]:
+    """The `choose_actions` of [`run_episodes`][infom.envs._workers.run_episodes] for several
+    policies, episode `g` being policy `g // episodes_per_policy`'s: each policy is called once per
+    step on the stacked `float32` observations of its own running episodes, and its actions are
+    checked (shape `[n, action_dim]`, finite) and clipped to `[-1, 1]`. A `None` policy gives `None`
+    actions (its episodes' actions are chosen in the workers)."""
+
+    def choose_actions(order: list[int], observations: dict[int, Any]) -> list[Any]:
+        chosen: dict[int, Any] = {}
+        for index, policy in enumerate(policies):
+            own = [e for e in order if e // episodes_per_policy == index]
+            if not own:
+                continue
+            if policy is None:
+                chosen.update(dict.fromkeys(own))
+                continue
+            batch = np.stack([observations[e] for e in own]).astype(np.float32)
+            if batch.shape[1] != obs_dim:
+                raise RuntimeError(f"{env_name} gave observations of width {batch.shape[1]}, not {obs_dim}")
+            actions = np.asarray(policy(batch), dtype=action_dtype)
+            if actions.shape != (len(own), action_dim):
+                raise ValueError(
+                    f"policy returned actions of shape {actions.shape} for {len(own)} observations, "
+                    f"expected {(len(own), action_dim)}"
+                )
+            if not np.isfinite(actions).all():
+                raise ValueError("policy returned non-finite actions")
+            chosen.update(zip(own, np.clip(actions, -1.0, 1.0), strict=True))
+        return [chosen[e] for e in order]
+
+    return choose_actions

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from jaxtyping import Float, Int
 
-from .._workers import WorkerProcesses, run_episodes, serve
+from .._workers import WorkerProcesses, policies_actions, run_episodes, serve
 from ._names import DOMAINS, split_task_name
 from ._tasks import DMCEnv
 from ._workers import prepare_worker_process, process_context, progress_bar
@@ -281,18 +281,14 @@ def evaluate_dmc_policies(
         returns[episode] += reply[1]
         lengths[episode] += 1
 
-    def choose_actions(order: list[int], observations: dict[int, np.ndarray]) -> list[np.ndarray]:
-        chosen: dict[int, np.ndarray] = {}
-        for index, policy in enumerate(policies):
-            own = [e for e in order if e // episodes == index]
-            if not own:
-                continue
-            batch = np.stack([observations[e] for e in own]).astype(np.float32)
-            if batch.shape[1] != obs_dim:  # pragma: no cover - a DMCEnv bug
-                raise RuntimeError(f"{task_name} gave observations of width {batch.shape[1]}, not {obs_dim}")
-            chosen.update(zip(own, _check_actions(policy(batch), len(own), action_dim), strict=True))
-        return [chosen[e] for e in order]
-
+    choose_actions = policies_actions(
+        policies,
+        episodes,
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        action_dtype=np.float32,
+        env_name=task_name,
+    )
     episode_seeds = [_episode_seed(seeds[g // episodes], g % episodes) for g in range(total)]
     with workers_context as pool_workers, progress_bar(total, task_name, progress) as bar:
         run_episodes(
@@ -306,15 +302,3 @@ def evaluate_dmc_policies(
         )
         for k in range(len(policies))
     ]
-
-
-def _check_actions(actions: Any, n: int, action_dim: int) -> np.ndarray:
-    actions = np.asarray(actions, dtype=np.float32)
-    if actions.shape != (n, action_dim):
-        raise ValueError(
-            f"policy returned actions of shape {actions.shape} for {n} observations, "
-            f"expected {(n, action_dim)}"
-        )
-    if not np.isfinite(actions).all():
-        raise ValueError("policy returned non-finite actions")
-    return np.clip(actions, -1.0, 1.0)

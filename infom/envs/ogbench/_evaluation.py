@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-from .._workers import WorkerProcesses, run_episodes, serve
+from .._workers import WorkerProcesses, policies_actions, run_episodes, serve
 from ._datasets import (
     _DOMAINS,
     _parse_name,
@@ -442,20 +442,11 @@ def _evaluate(
         if done:
             successes[episode] = success
 
-    def choose_actions(order: list[int], observations: dict[int, np.ndarray]) -> list[Any]:
-        chosen: dict[int, Any] = {}
-        for policy_index, policy in enumerate(policies):
-            own = [e for e in order if e // num_episodes == policy_index]
-            if not own:
-                continue
-            if policy is None:  # each slot's `EnvPolicy` acts in the worker
-                chosen.update(dict.fromkeys(own))
-                continue
-            batch = np.stack([observations[episode] for episode in own]).astype(np.float32)
-            if batch.shape[1] != obs_dim:
-                raise RuntimeError(f"{name} gave observations of width {batch.shape[1]}, not {obs_dim}")
-            chosen.update(zip(own, _check_actions(policy(batch), len(own), action_dim), strict=True))
-        return [chosen[episode] for episode in order]
+    # Policy k's actions (float64: what OGBench's environments step with); `None`: each slot's
+    # `EnvPolicy` acts in the worker.
+    choose_actions = policies_actions(
+        policies, num_episodes, obs_dim=obs_dim, action_dim=action_dim, action_dtype=np.float64, env_name=name
+    )
 
     # Episode g = k * num_episodes + i is policy k's episode i, reset with `seeds[k] + i`.
     episode_seeds = [_episode_seed(seeds[g // num_episodes], g % num_episodes) for g in range(total)]
@@ -477,18 +468,6 @@ def _evaluate(
             )
         )
     return results
-
-
-def _check_actions(actions: Any, n: int, action_dim: int) -> np.ndarray:
-    actions = np.asarray(actions, dtype=np.float64)
-    if actions.shape != (n, action_dim):
-        raise ValueError(
-            f"policy returned actions of shape {actions.shape} for {n} observations, "
-            f"expected {(n, action_dim)}"
-        )
-    if not np.isfinite(actions).all():
-        raise ValueError("policy returned non-finite actions")
-    return np.clip(actions, -1.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------
