@@ -82,8 +82,13 @@ def test_missing_or_other_exorl_data_is_refused_naming_the_command(tmp_path):
 
     # ExORL's own RND data cannot be made here: the error says so.
     rnd = dataclasses.replace(RUN, exorl_algorithm="rnd")
-    with pytest.raises(infom.DatasetNotFoundError, match="'rnd' data come from ExORL's own exploration runs"):
+    with pytest.raises(
+        infom.DatasetNotFoundError, match="'rnd' data come from ExORL's own exploration runs"
+    ) as error:
         infom.train(TASK, tmp_path / "run", CONFIG, rnd, dataset_dir=tmp_path)
+    # ... and the command it offers makes local data, which the CLI accepts.
+    assert "--set exorl_algorithm=ou_noise" in str(error.value)
+    assert "--explorer ou_noise" in str(error.value) and "--explorer rnd" not in str(error.value)
 
     # A local buffer made with another seed is not silently used.
     generate_exorl(tmp_path, "walker", episodes=1, seed=1, workers=1, progress=False, episode_length=40)

@@ -74,11 +74,13 @@ def can_generate(run: RunConfig) -> bool:
     return run.exorl_algorithm in EXPLORERS
 
 
-def generate_command(env_name: str, run: RunConfig, dataset_dir) -> str:
+def generate_command(env_name: str, run: RunConfig, dataset_dir, explorer: str | None = None) -> str:
+    """The `infom data generate` command that collects the run's episodes (with `explorer`, default
+    the run's `exorl_algorithm`)."""
     parts = [
         f"infom data generate {domain_of(env_name)}",
         f"--episodes {_needed(run)}",
-        f"--explorer {run.exorl_algorithm}",
+        f"--explorer {explorer or run.exorl_algorithm}",
         f"--seed {run.data_seed}",
         f"--episode-length {run.episode_length}",
     ]
@@ -121,8 +123,9 @@ def missing_data_error(env_name: str, run: RunConfig, dataset_dir, kinds: list[s
         )
     return DatasetNotFoundError(
         f"ExORL data not found: {wanted}. {run.exorl_algorithm!r} data come from ExORL's own exploration "
-        "runs and cannot be downloaded or generated here; put them there in ExORL's layout, or use local "
-        f"exploration data (--set exorl_algorithm=ou_noise): {generate_command(env_name, run, dataset_dir)}"
+        "runs and cannot be downloaded or generated here; put them there in ExORL's layout, or train on "
+        "local exploration data (`--set exorl_algorithm=ou_noise`, which a run collects itself or this "
+        f"command makes first):\n    {generate_command(env_name, run, dataset_dir, explorer='ou_noise')}"
     )
 
 
