@@ -12,7 +12,7 @@ generates when episodes are missing. Evaluation reports each seed's mean undisco
 (ExORL tasks have no success rate; `success_rate` is NaN).
 
 This module and `infom/run/_ogbench.py` offer the same functions (the run layer's task-source
-interface, `infom.run._run.task_source`); `tests/test_run.py` checks that they do.
+interface, `infom.run._run.task_source`); `tests/test_exorl_run.py` checks that they do.
 """
 
 import os

@@ -7,7 +7,7 @@ here with OGBench's own oracles (`infom data generate`), identified by their epi
 length and seed. Evaluation reports each seed's success rate and mean return.
 
 This module and `infom/run/_exorl.py` offer the same functions (the run layer's task-source
-interface, `infom.run._run.task_source`); `tests/test_run.py` checks that they do.
+interface, `infom.run._run.task_source`); `tests/test_exorl_run.py` checks that they do.
 """
 
 import contextlib
