@@ -371,8 +371,18 @@ def test_evaluate_dmc_matches_a_sequential_rollout():
         for _ in range(2):
             pooled = evaluate_dmc("walker_walk", policy, episodes=3, seed=11, pool=pool, progress=False)
             np.testing.assert_array_equal(pooled.returns, expected)
-        with pytest.raises(ValueError, match="pool"):
+        with pytest.raises(ValueError, match="`pool` steps walker_walk, not walker_run"):
             evaluate_dmc("walker_run", policy, episodes=1, pool=pool, progress=False)
+        with pytest.raises(ValueError, match=r"episode_length=5 differs from the pool's \(7\)"):
+            evaluate_dmc("walker_walk", policy, episodes=1, pool=pool, progress=False, episode_length=5)
+        with pytest.raises(ValueError, match="shape"):  # a failed evaluation closes the pool it used
+            evaluate_dmc(
+                "walker_walk", lambda obs: np.zeros((len(obs), 5)), episodes=1, pool=pool, progress=False
+            )
+        with pytest.raises(ValueError, match="`pool` is closed"):
+            evaluate_dmc("walker_walk", policy, episodes=1, pool=pool, progress=False)
+    with pytest.raises(TypeError, match="parameter .pool."):  # the run-time type check names it
+        evaluate_dmc("walker_walk", policy, episodes=1, pool=object(), progress=False)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"shape \(1, 5\)"):
         evaluate_dmc(
             "walker_walk",

@@ -2,10 +2,11 @@
 ExORL share them. The worker side is [`serve`][infom.envs._workers.serve], the parent side
 [`WorkerProcesses`][infom.envs._workers.WorkerProcesses]."""
 
+import contextlib
 import multiprocessing.connection
 import multiprocessing.context
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,38 @@ class WorkerProcesses:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def borrow_pool(
+    pool: Any, pool_type: type, *, task_attr: str, task: str, limit_name: str, limit: int | None
+) -> contextlib.AbstractContextManager[WorkerProcesses]:
+    """Checks an evaluation's `pool` argument and lends its workers to one evaluation.
+
+    `pool` must be a `pool_type` whose attribute `task_attr` equals `task`, still open, and, where the
+    caller gave an episode-length limit (`limit`, the argument `limit_name`), with that limit (the pool's
+    attribute of the same name). The returned context yields the pool's `_workers`; an evaluation that
+    fails inside it closes the pool, whose workers may hold replies no one read."""
+    if not isinstance(pool, pool_type):
+        article = "an" if pool_type.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"`pool` must be {article} {pool_type.__name__}, got {type(pool).__name__}")
+    if getattr(pool, task_attr) != task:
+        raise ValueError(f"`pool` steps {getattr(pool, task_attr)}, not {task}")
+    workers = pool._workers
+    if workers.closed:
+        raise ValueError("`pool` is closed")
+    pool_limit = getattr(pool, limit_name)
+    if limit not in (None, pool_limit):
+        raise ValueError(f"{limit_name}={limit} differs from the pool's ({pool_limit})")
+    return _borrowed(workers)
+
+
+@contextlib.contextmanager
+def _borrowed(workers: WorkerProcesses) -> Iterator[WorkerProcesses]:
+    try:
+        yield workers
+    except BaseException:
+        workers.close()
+        raise
 
 
 def run_episodes(

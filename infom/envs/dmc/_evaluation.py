@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from jaxtyping import Float, Int
 
-from .._workers import WorkerProcesses, policies_actions, run_episodes, serve
+from .._workers import WorkerProcesses, borrow_pool, policies_actions, run_episodes, serve
 from ._names import DOMAINS, split_task_name
 from ._tasks import DMCEnv
 from ._workers import prepare_worker_process, process_context, progress_bar
@@ -142,17 +142,6 @@ class DMCEvaluationPool:
 
 
 @contextlib.contextmanager
-def _borrowed(workers: _Workers) -> Iterator[_Workers]:
-    """A pool's workers for one evaluation; one that fails part-way closes the pool (its workers may
-    hold replies no one read)."""
-    try:
-        yield workers
-    except BaseException:
-        workers.close()
-        raise
-
-
-@contextlib.contextmanager
 def _owned(workers: _Workers) -> Iterator[_Workers]:
     try:
         yield workers
@@ -260,18 +249,15 @@ def evaluate_dmc_policies(
         per_worker = min(envs_per_worker, math.ceil(total / workers))
         workers_context: Any = _owned(_Workers(task_name, workers, per_worker, episode_length))
     else:
-        if not isinstance(pool, DMCEvaluationPool):
-            raise TypeError(f"`pool` must be a DMCEvaluationPool, got {type(pool).__name__}")
-        if pool.task_name != task_name:
-            raise ValueError(f"`pool` steps {pool.task_name}, not {task_name}")
-        if pool._workers.closed:
-            raise ValueError("`pool` is closed")
-        if episode_length not in (None, pool.episode_length):
-            raise ValueError(
-                f"episode_length={episode_length} differs from the pool's ({pool.episode_length})"
-            )
+        workers_context = borrow_pool(
+            pool,
+            DMCEvaluationPool,
+            task_attr="task_name",
+            task=task_name,
+            limit_name="episode_length",
+            limit=episode_length,
+        )
         workers, per_worker = pool._workers.num_workers, pool._workers.slots
-        workers_context = _borrowed(pool._workers)
     obs_dim, action_dim = DOMAINS[domain].obs_dim, DOMAINS[domain].action_dim
     # Episode g = k * episodes + i is policy k's episode i, reset with `seeds[k] + i`.
     returns = np.zeros(total, dtype=np.float64)

@@ -5,16 +5,15 @@ process calls the policy once per step on the stacked observations of every runn
 so a JAX policy runs one batched forward pass per step instead of one per environment.
 """
 
-import contextlib
 import math
 import multiprocessing.connection
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 from jaxtyping import Bool, Float, Int
 
-from .._workers import WorkerProcesses, policies_actions, run_episodes, serve
+from .._workers import WorkerProcesses, borrow_pool, policies_actions, run_episodes, serve
 from ._datasets import (
     _DOMAINS,
     _parse_name,
@@ -235,17 +234,6 @@ class EvaluationPool:
         self.close()
 
 
-@contextlib.contextmanager
-def _borrowed(workers: _Workers) -> Iterator[_Workers]:
-    """A pool's workers for one evaluation; an evaluation that fails part-way closes the pool (its
-    workers may hold replies no one read)."""
-    try:
-        yield workers
-    except BaseException:
-        workers.close()
-        raise
-
-
 def _check_pool_size(num_workers: int, envs_per_worker: int, max_episode_steps: int | None) -> None:
     for name, value in (
         ("num_workers", num_workers),
@@ -419,18 +407,15 @@ def _evaluate(
         per_worker = min(envs_per_worker, math.ceil(total / num_workers))
         workers_context: Any = _Workers(name, [per_worker] * num_workers, env_policy, max_episode_steps)
     else:
-        if not isinstance(pool, EvaluationPool):
-            raise TypeError(f"`pool` must be an EvaluationPool, got {type(pool).__name__}")
-        if pool._eval_name != name:
-            raise ValueError(f"`pool` steps {pool._eval_name}, not {name}")
-        if pool._workers.closed:
-            raise ValueError("`pool` is closed")
-        if max_episode_steps not in (None, pool.max_episode_steps):
-            raise ValueError(
-                f"max_episode_steps={max_episode_steps} differs from the pool's ({pool.max_episode_steps})"
-            )
+        workers_context = borrow_pool(
+            pool,
+            EvaluationPool,
+            task_attr="_eval_name",
+            task=name,
+            limit_name="max_episode_steps",
+            limit=max_episode_steps,
+        )
         num_workers, per_worker = pool.num_workers, pool.envs_per_worker
-        workers_context = _borrowed(pool._workers)
     successes = np.zeros(total, dtype=bool)
     returns = np.zeros(total, dtype=np.float64)
     lengths = np.zeros(total, dtype=np.int64)
