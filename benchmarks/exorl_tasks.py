@@ -65,7 +65,8 @@ def main() -> None:
             started = time.perf_counter()
             common = dict(dataset_dir=args.dataset_dir, progress=args.progress, log=_log)
             if run_dir.exists():
-                result = infom.train(task, run_dir, resume=True, **common)
+                # Refuses if the run was started with other settings.
+                result = infom.train(task, run_dir, config, run, agent=agent, resume=True, **common)
             else:
                 result = infom.train(task, run_dir, config, run, agent=agent, preset=preset_name, **common)
             minutes = (time.perf_counter() - started) / 60

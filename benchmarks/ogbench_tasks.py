@@ -89,9 +89,12 @@ def main() -> None:
 
     started = time.perf_counter()
     if pretrain_dir.exists():
-        infom.train(
+        infom.train(  # refuses if the run was started with other settings
             env(tasks[0]),
             pretrain_dir,
+            config,
+            run,
+            agent=agent,
             resume=True,
             dataset_dir=args.dataset_dir,
             progress=args.progress,
@@ -128,7 +131,15 @@ def main() -> None:
                 (task_dir / name).unlink(missing_ok=True)
         started = time.perf_counter()
         result = infom.train(
-            env(task), task_dir, resume=True, dataset_dir=args.dataset_dir, progress=args.progress, log=_log
+            env(task),
+            task_dir,
+            config,
+            run,
+            agent=agent,
+            resume=True,
+            dataset_dir=args.dataset_dir,
+            progress=args.progress,
+            log=_log,
         )
         seconds = time.perf_counter() - started
         first, last = result.evaluations[0], result.evaluations[-1]

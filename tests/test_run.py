@@ -131,7 +131,18 @@ def test_killed_and_resumed_run_ends_with_the_same_parameters(tmp_path, finished
     # A crash while appending leaves a torn last line and rows past the checkpoint.
     with open(run_dir / "finetune_metrics.csv", "a") as handle:
         handle.write("40,0,1.0,2.0")
-    result = infom.train(TASK, run_dir, data=data, progress=False, resume=True)
+    # Settings given to a resume must be the run's own; a changed one is refused by name, nothing touched.
+    longer = dataclasses.replace(DIAGNOSED, finetune_updates=40)
+    with pytest.raises(ValueError, match=r"run\.finetune_updates: the run has 20, asked 40"):
+        infom.train(TASK, run_dir, CONFIG, longer, data=data, progress=False, resume=True)
+    with pytest.raises(ValueError, match=r"config\.alpha: the run has 30\.0, asked 1\.0"):
+        infom.train(
+            TASK, run_dir, dataclasses.replace(CONFIG, alpha=1.0), data=data, progress=False, resume=True
+        )
+    with pytest.raises(ValueError, match="a run of agent 'infom', not 'iql'"):
+        infom.train(TASK, run_dir, agent=infom.AGENTS["iql"], data=data, progress=False, resume=True)
+    assert checkpoint_steps(run_dir) == [30, 20]
+    result = infom.train(TASK, run_dir, CONFIG, DIAGNOSED, data=data, progress=False, resume=True)
     *_, resumed = infom.load_run(run_dir)
     *_, uninterrupted = infom.load_run(finished[0])
     for a, b in zip(_params(resumed), _params(uninterrupted), strict=True):

@@ -4,6 +4,7 @@ with a run directory, atomic checkpoints, exact resumption and a non-finite-loss
 import csv
 import hashlib
 import io
+import json
 import math
 import os
 import time
@@ -485,6 +486,38 @@ def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     return read_json(path, "run configuration")
 
 
+def _check_resumed_settings(
+    run_dir: Path, record: dict[str, Any], agent: Agent | None, config: Any | None, run: RunConfig | None
+) -> None:
+    """A resumed run continues with its own settings: an `agent`, `config` or `run` given with
+    `resume=True` must be the run's own (as `config.json` records them), else `ValueError` listing each
+    field that differs, so that a changed setting never silently goes unused."""
+    if agent is None and config is not None:
+        agent = _agent_for(config)
+    if agent is not None and agent.name != record["agent"]:
+        raise ValueError(f"{run_dir} is a run of agent {record['agent']!r}, not {agent.name!r}")
+    if config is None and run is None:
+        return
+    own_config, own_run = config_from_dict(record, AGENTS[record["agent"]].config_type)
+    own = json.loads(json.dumps(config_to_dict(record["agent"], own_config, own_run)))  # as JSON values
+    asked = config_to_dict(
+        record["agent"], own_config if config is None else config, own_run if run is None else run
+    )
+    asked = json.loads(json.dumps(asked))
+    differences = [
+        f"{section}.{key}: the run has {own[section].get(key)!r}, asked {value!r}"
+        for section in ("config", "run")
+        for key, value in asked[section].items()
+        if own[section].get(key) != value
+    ]
+    if differences:
+        raise ValueError(
+            f"{run_dir} was started with other settings than the ones given to resume it ("
+            + "; ".join(differences)
+            + "); resume it with its own (pass no config or run) or start a new run directory"
+        )
+
+
 def _check_preset_domain(env_name: str, preset: str | None) -> None:
     from ._presets import PRESETS
 
@@ -564,10 +597,12 @@ def train(
     - `env_name`: an OGBench task, e.g. `cube-single-play-singletask-task1-v0` (`None` when
       resuming: the run's own).
     - `run_dir`: the run directory (created; must be empty or absent unless resuming).
-    - `config`, `run`: the agent's config (e.g. [`InFOMConfig`][]) and the schedule (ignored
-      when resuming); `preset` records their origin and must be a preset of the task's domain.
+    - `config`, `run`: the agent's config (e.g. [`InFOMConfig`][]) and the schedule; `preset`
+      records their origin and must be a preset of the task's domain. When resuming they are
+      optional (the run's own are read) and, if given, must equal the run's own: a `ValueError`
+      lists each field that differs.
     - `agent`: the [`Agent`][] (default: the one of [`AGENTS`][] whose config type `config`
-      has, InFOM for an `InFOMConfig`).
+      has, InFOM for an `InFOMConfig`; when resuming, the run's own, and one given must be it).
     - `dataset_dir`: OGBench's dataset directory (default `~/.ogbench/data`; when resuming,
       the run's own).
     - `generate_missing`: generate missing datasets with OGBench's oracles (else fail with the
@@ -601,6 +636,7 @@ def train(
         if env_name is not None and record["env"] != env_name:
             raise ValueError(f"{run_dir} is a run on {record['env']!r}, not {env_name!r}")
         env_name = record["env"]
+        _check_resumed_settings(run_dir, record, agent, config, run)
         agent = AGENTS[record["agent"]]
         config, run = config_from_dict(record, agent.config_type)
         if dataset_dir is None and record.get("dataset_dir") is not None:
