@@ -63,12 +63,19 @@ def main() -> None:
             config, run = apply_overrides(agent.preset_config(preset), preset.run, overrides)
             run_dir = Path(args.out) / f"{name}-{task}-{preset_name}"
             started = time.perf_counter()
-            common = dict(dataset_dir=args.dataset_dir, progress=args.progress, log=_log)
-            if run_dir.exists():
-                # Refuses if the run was started with other settings.
-                result = infom.train(task, run_dir, config, run, agent=agent, resume=True, **common)
-            else:
-                result = infom.train(task, run_dir, config, run, agent=agent, preset=preset_name, **common)
+            # A run directory that exists is resumed, refused if it was started with other settings.
+            result = infom.train(
+                task,
+                run_dir,
+                config,
+                run,
+                agent=agent,
+                preset=preset_name,
+                resume=run_dir.exists(),
+                dataset_dir=args.dataset_dir,
+                progress=args.progress,
+                log=_log,
+            )
             minutes = (time.perf_counter() - started) / 60
             first, last = result.evaluations[0], result.evaluations[-1]
             rows.append(

@@ -87,33 +87,20 @@ def main() -> None:
     prefix = "" if agent.name == "infom" else f"{agent.name}-"  # InFOM's directories keep their names
     pretrain_dir = out / f"{prefix}{args.domain}-{preset_name}-pretrain"
 
+    # A run directory that exists is resumed, refused if it was started with other settings.
+    settings = dict(
+        agent=agent, preset=preset_name, dataset_dir=args.dataset_dir, progress=args.progress, log=_log
+    )
     started = time.perf_counter()
-    if pretrain_dir.exists():
-        infom.train(  # refuses if the run was started with other settings
-            env(tasks[0]),
-            pretrain_dir,
-            config,
-            run,
-            agent=agent,
-            resume=True,
-            dataset_dir=args.dataset_dir,
-            progress=args.progress,
-            log=_log,
-            stop_after=run.pretrain_updates,
-        )
-    else:
-        infom.train(
-            env(tasks[0]),
-            pretrain_dir,
-            config,
-            run,
-            agent=agent,
-            preset=preset_name,
-            dataset_dir=args.dataset_dir,
-            progress=args.progress,
-            log=_log,
-            stop_after=run.pretrain_updates,
-        )
+    infom.train(
+        env(tasks[0]),
+        pretrain_dir,
+        config,
+        run,
+        resume=pretrain_dir.exists(),
+        stop_after=run.pretrain_updates,
+        **settings,
+    )
     pretrain_seconds = time.perf_counter() - started
     print(f"pre-training: {pretrain_seconds / 60:.1f} min (dataset generation, if any, included)", flush=True)
 
@@ -130,17 +117,7 @@ def main() -> None:
             for name in (EVAL_CSV, EVAL_JSON, CURVE_PNG, FINETUNE_CSV, DATA_FILE):
                 (task_dir / name).unlink(missing_ok=True)
         started = time.perf_counter()
-        result = infom.train(
-            env(task),
-            task_dir,
-            config,
-            run,
-            agent=agent,
-            resume=True,
-            dataset_dir=args.dataset_dir,
-            progress=args.progress,
-            log=_log,
-        )
+        result = infom.train(env(task), task_dir, config, run, resume=True, **settings)
         seconds = time.perf_counter() - started
         first, last = result.evaluations[0], result.evaluations[-1]
         assert first["finetune_step"] == 0 and last["finetune_step"] == run.finetune_updates

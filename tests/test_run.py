@@ -139,6 +139,8 @@ def test_killed_and_resumed_run_ends_with_the_same_parameters(tmp_path, finished
         infom.train(
             TASK, run_dir, dataclasses.replace(CONFIG, alpha=1.0), data=data, progress=False, resume=True
         )
+    with pytest.raises(ValueError, match="started from preset None, not 'cube-single-cpu'"):
+        infom.train(TASK, run_dir, preset="cube-single-cpu", data=data, progress=False, resume=True)
     with pytest.raises(ValueError, match="a run of agent 'infom', not 'iql'"):
         infom.train(TASK, run_dir, agent=infom.AGENTS["iql"], data=data, progress=False, resume=True)
     assert checkpoint_steps(run_dir) == [30, 20]

@@ -487,11 +487,18 @@ def read_run_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _check_resumed_settings(
-    run_dir: Path, record: dict[str, Any], agent: Agent | None, config: Any | None, run: RunConfig | None
+    run_dir: Path,
+    record: dict[str, Any],
+    agent: Agent | None,
+    config: Any | None,
+    run: RunConfig | None,
+    preset: str | None,
 ) -> None:
-    """A resumed run continues with its own settings: an `agent`, `config` or `run` given with
+    """A resumed run continues with its own settings: an `agent`, `config`, `run` or `preset` given with
     `resume=True` must be the run's own (as `config.json` records them), else `ValueError` listing each
     field that differs, so that a changed setting never silently goes unused."""
+    if preset is not None and preset != record.get("preset"):
+        raise ValueError(f"{run_dir} was started from preset {record.get('preset')!r}, not {preset!r}")
     if agent is None and config is not None:
         agent = _agent_for(config)
     if agent is not None and agent.name != record["agent"]:
@@ -598,7 +605,7 @@ def train(
       resuming: the run's own).
     - `run_dir`: the run directory (created; must be empty or absent unless resuming).
     - `config`, `run`: the agent's config (e.g. [`InFOMConfig`][]) and the schedule; `preset`
-      records their origin and must be a preset of the task's domain. When resuming they are
+      records their origin and must be a preset of the task's domain. When resuming the three are
       optional (the run's own are read) and, if given, must equal the run's own: a `ValueError`
       lists each field that differs.
     - `agent`: the [`Agent`][] (default: the one of [`AGENTS`][] whose config type `config`
@@ -636,7 +643,7 @@ def train(
         if env_name is not None and record["env"] != env_name:
             raise ValueError(f"{run_dir} is a run on {record['env']!r}, not {env_name!r}")
         env_name = record["env"]
-        _check_resumed_settings(run_dir, record, agent, config, run)
+        _check_resumed_settings(run_dir, record, agent, config, run, preset)
         agent = AGENTS[record["agent"]]
         config, run = config_from_dict(record, agent.config_type)
         if dataset_dir is None and record.get("dataset_dir") is not None:
