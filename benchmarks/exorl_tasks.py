@@ -10,7 +10,8 @@ mean +- standard deviation over seeds of the per-seed mean undiscounted return; 
 update 0 column is the pre-trained actor.
 
 **These data are not ExORL's** (its RND exploration data, 5M + 500k transitions in the paper): the
-returns are not comparable with the paper's. Runs are resumable: the same command continues them.
+returns are not comparable with the paper's. Runs are resumable: the same command continues them;
+other settings for the same `--out` are refused, naming each field that differs.
 
     python benchmarks/exorl_tasks.py [--tasks walker_run,...] [--agents infom,bc,iql] [--seeds 3]
         [--set KEY=VALUE ...] [--out runs/exorl_tasks] [--dataset-dir runs/exorl_data]

@@ -20,7 +20,9 @@ average (ALGORITHM.md, 1M + 500k updates, 4 x 512 networks, 1,000 + 500 episodes
 reference; it was obtained at about 50x this budget.
 
 Datasets are generated locally with OGBench's oracles if missing (`infom data generate ...`).
-Run directories are kept under `--out` (each with its learning curve, metrics and checkpoint).
+Run directories are kept under `--out` (each with its learning curve, metrics and checkpoint). The same
+command continues them from their checkpoints; other settings (`--set`, `--seeds`, `--preset`) for the
+same `--out` are refused, naming each field that differs.
 
 Run: `python benchmarks/ogbench_tasks.py [--domain cube-single] [--tasks 1,2,3,4,5] [--seeds 3]
 [--preset cube-single-cpu] [--set KEY=VALUE ...] [--out runs/ogbench_tasks]`.
