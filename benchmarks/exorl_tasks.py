@@ -85,6 +85,7 @@ def main() -> None:
                     name,
                     f"{first['return_mean']:.1f} +- {first['return_std']:.1f}",
                     f"{last['return_mean']:.1f} +- {last['return_std']:.1f}",
+                    " ".join(f"{r:.1f}" for r in last["per_seed_return"]),
                     str(last["finetune_step"]),
                     f"{minutes:.1f}",
                 ]
@@ -98,6 +99,7 @@ def main() -> None:
             "agent",
             "return at fine-tuning update 0",
             "return at the last evaluation",
+            "per seed",
             "last fine-tuning update",
             "minutes (this call)",
         ],

@@ -1,6 +1,7 @@
 """The end-to-end run: run directory, evaluation, exact kill-and-resume, non-finite diagnosis, CLI."""
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
@@ -99,6 +100,14 @@ def test_run_directory_holds_config_metrics_evaluations_curve_and_checkpoint(fin
     assert record["run"]["num_seeds"] == 2
     assert [row["finetune_step"] for row in result.evaluations] == [0, 20]
     assert all(row["num_seeds"] == 2 for row in result.evaluations)
+    # eval.json: mean and std over seeds, and each seed's numbers as in eval.csv.
+    assert json.loads((run_dir / "eval.json").read_text()) == result.evaluations
+    rows = list(csv.DictReader((run_dir / "eval.csv").read_text().splitlines()))
+    for row in result.evaluations:
+        own = [r for r in rows if int(r["finetune_step"]) == row["finetune_step"]]
+        assert row["per_seed_return"] == [float(r["mean_return"]) for r in own]
+        assert row["per_seed_success"] == [float(r["success_rate"]) for r in own]
+        assert row["return_mean"] == pytest.approx(np.mean(row["per_seed_return"]))
     lines = (run_dir / "pretrain_metrics.csv").read_text().splitlines()
     assert len(lines) == 1 + 2 * 2  # header + 2 blocks x 2 seeds
     lines = (run_dir / "diagnostics.csv").read_text().splitlines()

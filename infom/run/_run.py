@@ -373,6 +373,7 @@ def _summarise(rows: list[dict[str, str]]) -> list[dict[str, Any]]:
                 "return_mean": float(returns.mean()),
                 "return_std": float(returns.std()),
                 "per_seed_success": success.tolist(),
+                "per_seed_return": returns.tolist(),
             }
         )
     return summary
@@ -584,7 +585,7 @@ def train(
     `finetune_metrics.csv` (block means per seed), `diagnostics.csv` (the agent's
     `diagnose` after every block, per seed: for InFOM, how much the model uses its intention,
     [`IntentionDiagnostics`][]), `eval.csv` (success rate and return per
-    evaluation and seed), `eval.json` (mean and std over seeds) and `learning_curve.png`.
+    evaluation and seed), `eval.json` (mean and std over seeds, and each seed's) and `learning_curve.png`.
 
     Data: files that hold another dataset than the run asks for (other episode counts,
     episode length, seed or generator) are refused with the command that makes the right
