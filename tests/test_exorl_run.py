@@ -151,3 +151,25 @@ def test_the_ogbench_and_exorl_task_sources_offer_the_same_functions_with_the_sa
     exorl.pop("is_exorl_task"), exorl.pop("generate_command")  # ExORL's own helpers
     assert ogbench == exorl
     assert len(ogbench) >= 14, sorted(ogbench)
+
+
+@pytest.mark.parametrize(
+    "task, steps",
+    [
+        ("walker_run", 1000),
+        ("cheetah_run", 1000),
+        ("quadruped_walk", 1000),
+        ("jaco_reach_top_left", 250),
+        ("cube-single-play-singletask-task1-v0", 200),
+    ],
+)
+def test_every_cpu_preset_plans_its_job_with_its_benchmark_s_episode_length(task, steps):
+    """The presets leave `eval_episode_steps` unset: the run plans its evaluations with the benchmark's own
+    episode length (what the small test runs above, which set it, never ask for)."""
+    from infom.run._run import _job_phases, task_source
+
+    assert task_source(task).eval_episode_length(task) == steps
+    preset = infom.get_preset(infom.run._presets.default_preset_name(task))
+    assert preset.run.eval_episode_steps is None
+    phases = _job_phases(task, preset.run, missing=[])
+    assert [phase.name for phase in phases][-3:] == ["pre-training", "fine-tuning", "evaluation"]

@@ -220,6 +220,6 @@ def data_phases(env_name: str, run: RunConfig, missing: list[str]) -> list[Phase
 
 def eval_episode_length(env_name: str) -> int:
     """Steps of one evaluation episode (ExORL's: 1000, jaco 250)."""
-    from ..envs.dmc._tasks import check_domain
+    from ..envs.dmc._names import check_domain
 
     return check_domain(domain_of(env_name)).episode_length
